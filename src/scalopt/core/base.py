@@ -1,0 +1,152 @@
+"""The base every scalopt optimizer shares: the torch.optim contract plus scalopt's policies.
+
+``ScaloptOptimizer`` subclasses ``torch.optim.Optimizer`` and adds what every algorithm needs the
+same way:
+
+- hyperparameter validation for the defaults and for every group given to ``add_param_group``
+  (``ValueError`` naming the argument, the value and the allowed range);
+- parameter names (``model.named_parameters()`` is accepted, as torch.optim does) used in errors;
+- the non-finite gradient policy: ``nonfinite="raise"`` raises ``FloatingPointError`` naming the
+  parameter before anything changes; ``"skip"`` leaves parameters and state untouched and counts
+  the skip;
+- a clear error for sparse gradients unless the class sets ``supports_sparse``;
+- optimizer-wide counters that travel in ``state_dict`` and feed ``metrics()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from scalopt.core.validate import check_choice
+
+NONFINITE_POLICIES = ("raise", "skip")
+
+Validator = Callable[[str, Any], Any]
+
+
+class ScaloptOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` with validation, naming, non-finite policy, counters and metrics."""
+
+    #: name -> check(name, value) for every per-group hyperparameter; run on defaults and new groups.
+    hyperparameters: ClassVar[Mapping[str, Validator]] = {}
+    supports_sparse: ClassVar[bool] = False
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *, nonfinite: str = "raise") -> None:
+        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
+        self._counters: dict[str, float] = {"steps": 0, "skipped_steps": 0}
+        self._last: dict[str, float] = {}
+        self._validate_group(defaults)
+        super().__init__(params, defaults)
+
+    # -- validation -------------------------------------------------------------------------
+    def _validate_group(self, group: Mapping[str, Any]) -> None:
+        for name, check in self.hyperparameters.items():
+            if name in group:
+                check(name, group[name])
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        try:
+            self._validate_group(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    # -- gradients ----------------------------------------------------------------------------
+    def param_name(self, group: Mapping[str, Any], index: int) -> str:
+        """The parameter's name if the optimizer was given names, else its position and shape."""
+        names = group.get("param_names")
+        if names is not None:
+            return names[index]
+        offset = 0
+        for g in self.param_groups:
+            if g is group:
+                break
+            offset += len(g["params"])
+        p = group["params"][index]
+        return f"parameter {offset + index} (shape {tuple(p.shape)})"
+
+    def grads_by_group(
+        self,
+    ) -> list[tuple[dict[str, Any], list[int], list[torch.Tensor], list[torch.Tensor]]]:
+        """(group, indices, params, grads) for every group with at least one gradient."""
+        out = []
+        for group in self.param_groups:
+            idx, params, grads = [], [], []
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse and not self.supports_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients "
+                        f"({self.param_name(group, i)}); build the embedding with sparse=False"
+                    )
+                idx.append(i)
+                params.append(p)
+                grads.append(p.grad)
+            if params:
+                out.append((group, idx, params, grads))
+        return out
+
+    def check_finite(
+        self, batches: list[tuple[dict[str, Any], list[int], list[torch.Tensor], list[torch.Tensor]]]
+    ) -> torch.Tensor | None:
+        """Global L2 norm of all gradients, or ``None`` when the step must be skipped.
+
+        Raises ``FloatingPointError`` naming the first non-finite parameter under ``nonfinite="raise"``.
+        The norm is what clipping and the ``grad_norm`` metric use, so it is computed once per step.
+        """
+        norms: list[torch.Tensor] = []
+        for _, _, _, grads in batches:
+            norms.extend(torch._foreach_norm(grads))
+        ref = norms[0]
+        total = torch.linalg.vector_norm(torch.stack([n.to(ref.device, torch.float32) for n in norms]))
+        if bool(torch.isfinite(total)):
+            return total
+        bad = self._first_nonfinite(batches)
+        if bad is None:  # finite gradients whose squared norm overflowed float32
+            return torch.linalg.vector_norm(torch.stack([n.to(ref.device, torch.float64) for n in norms]))
+        if self.nonfinite == "raise":
+            raise FloatingPointError(
+                f"non-finite gradient in {bad}; nothing was changed. Lower the learning rate, clip "
+                f"gradients, or pass nonfinite='skip' to skip such steps"
+            )
+        self._counters["skipped_steps"] += 1
+        return None
+
+    def _first_nonfinite(self, batches: list[Any]) -> str | None:
+        for group, idx, _, grads in batches:
+            for i, g in zip(idx, grads):
+                if not bool(torch.isfinite(g).all()):
+                    return self.param_name(group, i)
+        return None
+
+    # -- counters, metrics, state ---------------------------------------------------------------
+    def count(self, name: str, amount: float = 1) -> None:
+        self._counters[name] = self._counters.get(name, 0) + amount
+
+    def record(self, name: str, value: torch.Tensor | float) -> None:
+        """Remember the latest value of a per-step quantity for ``metrics()`` (converted lazily)."""
+        self._last[name] = value
+
+    def metrics(self) -> dict[str, float]:
+        """What the optimizer knows that a user wants to log: counters and latest per-step values."""
+        out: dict[str, float] = {k: float(v) for k, v in self._counters.items()}
+        for name, value in self._last.items():
+            out[name] = float(value.item() if isinstance(value, torch.Tensor) else value)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["scalopt"] = {"counters": dict(self._counters)}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("scalopt", None)
+        super().load_state_dict(state_dict)
+        if extra is not None:
+            self._counters = dict(extra["counters"])

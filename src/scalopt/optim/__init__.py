@@ -1,0 +1,8 @@
+"""Public optimizers: recipes over transforms, or phase-structured classes."""
+
+from scalopt.optim.clipped_sgd import ClippedSGD
+from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
+from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
+from scalopt.optim.normalized_sgd import NormalizedSGD
+
+__all__ = ["Adam", "AdamW", "ClippedSGD", "GeneralizedSignSGD", "GenericAdam", "NormalizedSGD"]

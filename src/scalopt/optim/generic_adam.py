@@ -1,0 +1,116 @@
+"""Generic Adam (Zou et al.) and the familiar presets ``Adam`` and ``AdamW``.
+
+Generic Adam lets the base step size and the second-moment weight vary with the step t (1-based):
+
+    α_t = lr·lr_decay(t)            (lr_decay=None: α_t = lr)
+    θ_t = beta2_schedule(t)         (None: θ_t = betas[1]);   β = betas[0]
+    g  ← g + λ·x                    (weight_decay λ, unless decoupled_weight_decay)
+    m  ← β·m + (1−β)·g
+    v  ← θ_t·v + (1−θ_t)·g²
+    x  ← x − α_t·m̂/(√v̂ + eps)       m̂ = m/(1−β^t), v̂ = v/(1−∏_{i≤t}θ_i) if bias_correction, else m, v
+    x  ← x − α_t·λ·x                (decoupled_weight_decay=True: AdamW)
+
+With no schedules and bias correction it is ``torch.optim.Adam`` (``AdamW`` when decoupled).
+The sufficient condition for convergence (0 < r ≤ 2s < 2 for α_t = lr·t^−s, θ_t = 1 − θ/t^r) is
+checked by ``scalopt.theory.check_adam``; use ``scalopt.schedules.InvPower`` and
+``OneMinusInvPower`` for the schedules.
+
+Deviation from ALGORITHMS.md §7 (ε only inside v_0, no bias correction): the issue's rule above,
+ε outside the root as in torch, wins; ``bias_correction=False`` gives the uncorrected form.
+
+Reference: F. Zou, L. Shen, Z. Jie, W. Zhang, W. Liu, "A Sufficient Condition for Convergences of
+Adam and RMSProp", CVPR 2019, arXiv 1811.09358; C. Chen, L. Shen, F. Zou, W. Liu, "Towards
+Practical Adam", JMLR 23(229), 2022, arXiv 2101.05471.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from scalopt.core.chain import ChainOptimizer, chain
+from scalopt.core.validate import check_betas, check_bool, check_nonnegative, check_positive
+from scalopt.schedules import check_schedule
+from scalopt.transforms import add_weight_decay, scale_by_adam
+
+Schedule = Callable[[int], float]
+
+
+class GenericAdam(ChainOptimizer):
+    hyperparameters = {
+        "lr": check_positive,
+        "betas": check_betas,
+        "eps": check_nonnegative,
+        "weight_decay": check_nonnegative,
+        "decoupled_weight_decay": check_bool,
+        "bias_correction": check_bool,
+    }
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        bias_correction: bool = True,
+        lr_decay: Schedule | float | None = None,
+        beta2_schedule: Schedule | float | None = None,
+        *,
+        nonfinite: str = "raise",
+    ) -> None:
+        self.lr_decay = check_schedule("lr_decay", lr_decay)
+        self.beta2_schedule = check_schedule("beta2_schedule", beta2_schedule)
+        if self.beta2_schedule is not None:
+            theta1 = self.beta2_schedule(1)
+            if not 0.0 <= theta1 < 1.0:
+                raise ValueError(f"beta2_schedule(t) must be in [0, 1), got beta2_schedule(1) = {theta1!r}")
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            bias_correction=bias_correction,
+        )
+        transforms = chain(
+            add_weight_decay(decoupled=False),
+            scale_by_adam(lr_decay=self.lr_decay, beta2_schedule=self.beta2_schedule),
+            add_weight_decay(decoupled=True),
+        )
+        super().__init__(params, defaults, transforms, nonfinite=nonfinite)
+
+
+class Adam(GenericAdam):
+    """``torch.optim.Adam``'s rule: Generic Adam with constant α and β2, bias-corrected."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        nonfinite: str = "raise",
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, nonfinite=nonfinite)
+
+
+class AdamW(GenericAdam):
+    """``torch.optim.AdamW``'s rule: Adam with decoupled weight decay (default 0.01, as torch)."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        *,
+        nonfinite: str = "raise",
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, decoupled_weight_decay=True, nonfinite=nonfinite
+        )

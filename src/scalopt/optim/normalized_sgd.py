@@ -1,0 +1,41 @@
+"""Normalized SGD with momentum.
+
+    m ← μ·m + g
+    x ← x − lr·m/(‖m‖ + eps)        ‖m‖: L2 norm over ALL the optimizer's parameters
+
+so every step has length lr (slightly less with eps). μ = ``momentum`` (default 0.9); μ = 0 is
+plain normalized gradient descent. ALGORITHMS.md §5 writes the momentum as an EMA
+(m ← β·m + (1−β)·g); normalisation removes the (1−β) factor, so both give the same direction
+except for how eps compares — the issue's form above wins.
+
+Reference: A. Cutkosky, H. Mehta, "Momentum Improves Normalized SGD", ICML 2020, arXiv 2002.03305.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from scalopt.core.chain import ChainOptimizer, chain
+from scalopt.core.validate import check_interval, check_nonnegative, check_positive
+from scalopt.transforms import normalize_by_global_norm, trace
+
+
+class NormalizedSGD(ChainOptimizer):
+    hyperparameters = {
+        "lr": check_positive,
+        "momentum": lambda n, v: check_interval(n, v, 0.0, 1.0),
+        "eps": check_nonnegative,
+    }
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.9,
+        eps: float = 1e-8,
+        *,
+        nonfinite: str = "raise",
+    ) -> None:
+        defaults = dict(lr=lr, momentum=momentum, eps=eps)
+        super().__init__(params, defaults, chain(trace(), normalize_by_global_norm()), nonfinite=nonfinite)

@@ -1,0 +1,88 @@
+"""The optimizer registry: every name the CLI, suites and conformance tests know.
+
+An entry builds an optimizer from parameters and keyword overrides. ``example`` holds the
+hyperparameters the conformance suite uses (small steps that move a model in the right direction);
+``bench`` the defaults a benchmark starts from. ``torch-adamw`` is the baseline every ratio uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from scalopt.optim.clipped_sgd import ClippedSGD
+from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
+from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
+from scalopt.optim.normalized_sgd import NormalizedSGD
+
+
+def _torch_adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, foreach=True, **kwargs)
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    family: str
+    summary: str
+    example: dict[str, Any] = field(default_factory=dict)
+    scalopt: bool = True  # False for torch baselines (not part of the conformance suite)
+
+    def build(self, params: Iterable[Any], **overrides: Any) -> torch.optim.Optimizer:
+        return self.factory(params, **overrides)
+
+
+OPTIMIZERS: dict[str, OptimizerEntry] = {
+    e.name: e
+    for e in [
+        OptimizerEntry(
+            "torch-adamw",
+            _torch_adamw,
+            "baseline",
+            "torch.optim.AdamW(foreach=True)",
+            {"lr": 1e-2},
+            scalopt=False,
+        ),
+        OptimizerEntry("adam", Adam, "adam", "Adam (Generic Adam preset)", {"lr": 1e-2}),
+        OptimizerEntry("adamw", AdamW, "adam", "AdamW (Generic Adam preset, decoupled decay)", {"lr": 1e-2}),
+        OptimizerEntry(
+            "generic-adam", GenericAdam, "adam", "Generic Adam with step-size/β2 schedules", {"lr": 1e-2}
+        ),
+        OptimizerEntry(
+            "clipped-sgd",
+            ClippedSGD,
+            "smoothness",
+            "SGD on the globally clipped gradient",
+            {"lr": 1e-2, "max_norm": 1.0, "momentum": 0.9},
+        ),
+        OptimizerEntry(
+            "normalized-sgd", NormalizedSGD, "smoothness", "normalized SGD with momentum", {"lr": 1e-2}
+        ),
+        OptimizerEntry(
+            "generalized-signsgd",
+            GeneralizedSignSGD,
+            "smoothness",
+            "Generalized SignSGD (second moment of the momentum)",
+            {"lr": 1e-2},
+        ),
+    ]
+}
+
+
+def names() -> list[str]:
+    return sorted(OPTIMIZERS)
+
+
+def get(name: str) -> OptimizerEntry:
+    try:
+        return OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(names())}") from None
+
+
+def build(name: str, params: Iterable[Any], **overrides: Any) -> torch.optim.Optimizer:
+    return get(name).build(params, **overrides)
