@@ -103,7 +103,8 @@ class ScaloptOptimizer(torch.optim.Optimizer):
         for _, _, _, grads in batches:
             norms.extend(torch._foreach_norm(grads))
         ref = norms[0]
-        total = torch.linalg.vector_norm(torch.stack([n.to(ref.device, torch.float32) for n in norms]))
+        acc = torch.promote_types(ref.dtype, torch.float32)  # bf16/fp16 norms are summed in float32
+        total = torch.linalg.vector_norm(torch.stack([n.to(ref.device, acc) for n in norms]))
         if bool(torch.isfinite(total)):
             return total
         bad = self._first_nonfinite(batches)
@@ -141,7 +142,8 @@ class ScaloptOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        sd["scalopt"] = {"counters": dict(self._counters)}
+        last = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._last.items()}
+        sd["scalopt"] = {"counters": dict(self._counters), "last": last}
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -150,3 +152,4 @@ class ScaloptOptimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         if extra is not None:
             self._counters = dict(extra["counters"])
+            self._last = dict(extra.get("last", {}))
