@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import elementwise as ref
 
 import scalopt
+from reference import elementwise as ref
 from scalopt.schedules import InvPower, OneMinusInvPower
 
 SHAPES = [(4, 3), (5,), (2, 3, 2)]

@@ -26,7 +26,7 @@ def generic_adam(
     lr_decay: Callable[[int], float] | None = None,
     beta2_schedule: Callable[[int], float] | None = None,
 ) -> list[np.ndarray]:
-    """Zou et al.'s Generic Adam as the issue states it; ``grads[t][i]`` is tensor i's gradient at step t+1."""
+    """Generic Adam as the issue states it; ``grads[t][i]`` is tensor i's gradient at step t+1."""
     xs = [x.copy() for x in xs]
     m = [np.zeros_like(x) for x in xs]
     v = [np.zeros_like(x) for x in xs]
