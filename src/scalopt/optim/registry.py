@@ -13,10 +13,19 @@ from typing import Any
 
 import torch
 
+from scalopt import schedules
 from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
 from scalopt.optim.normalized_sgd import NormalizedSGD
+
+
+def _generic_adam(params: Iterable[Any], **kwargs: Any) -> GenericAdam:
+    """GenericAdam whose schedules may be given as plain data (``scalopt.schedules.to_dict``)."""
+    for key in ("lr_decay", "beta2_schedule"):
+        if isinstance(kwargs.get(key), dict):
+            kwargs[key] = schedules.from_dict(kwargs[key])
+    return GenericAdam(params, **kwargs)
 
 
 def _torch_adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:

@@ -1,0 +1,7 @@
+"""``python -m scalopt``: the command line."""
+
+import sys
+
+from scalopt.cli import main
+
+sys.exit(main())

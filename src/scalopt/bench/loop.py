@@ -1,0 +1,186 @@
+"""The one training loop every single-process run uses (and every rank of a distributed run).
+
+    model = workload.init_model(Generator(seed))          same initial model for every optimizer
+    batches = workload.batches("train", Generator(data_seed))
+    repeat: zero_grad → loss → backward → opt.step() (timed alone) → log
+            evaluate every ``eval_every`` steps and at the end; checkpoint every ``checkpoint_every``
+
+A checkpoint holds the model, the optimizer, the data generator's state (the data position), the
+step and the elapsed wall time; resuming from it continues exactly as the uninterrupted run would
+(the stream of batches, the parameters and the optimizer state are all restored).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from scalopt.bench import records
+from scalopt.bench.spec import RunSpec
+from scalopt.optim import registry
+
+CHECKPOINT = "checkpoint.pt"
+
+OptimizerFactory = Callable[[torch.nn.Module], torch.optim.Optimizer]
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def _metrics(opt: torch.optim.Optimizer) -> dict[str, float]:
+    get = getattr(opt, "metrics", None)
+    return {f"opt_{k}": v for k, v in get().items()} if get is not None else {}
+
+
+def _comm_counters(comm: Any) -> dict[str, float]:
+    if comm is None:
+        return {}
+    return {
+        "bytes_sent": float(comm.bytes_sent),
+        "messages": float(comm.messages),
+        "rounds": float(comm.rounds),
+    }
+
+
+def train_run(
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    make_optimizer: OptimizerFactory | None = None,
+    comm: Any = None,
+    extra_header: dict[str, Any] | None = None,
+    workload: Any = None,
+) -> dict[str, Any]:
+    """Train ``spec`` writing its record into ``run_dir``; returns the header (with the final summary).
+
+    ``make_optimizer`` builds the optimizer from the model (default: the registry entry with the
+    spec's hyperparameters over ``model.named_parameters()``); distributed runs pass one that
+    wraps it with their algorithm and pass ``comm`` so its counters are logged.
+    """
+    from scalopt import workloads  # the loop sits above workloads in the layering
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and (run_dir / records.HEADER).exists():
+        header = records.read_header(run_dir)
+        if header.get("status") == "done":
+            return header
+    wl = workload if workload is not None else workloads.get(spec.workload, **spec.workload_overrides)
+    init_gen = torch.Generator().manual_seed(spec.seed)
+    data_seed = spec.data_seed + (comm.rank if comm is not None else 0)
+    data_gen = torch.Generator().manual_seed(data_seed)
+    model = wl.init_model(init_gen)
+    if make_optimizer is None:
+        entry = registry.get(spec.optimizer)
+        opt = entry.build(model.named_parameters() if entry.scalopt else model.parameters(), **spec.hparams)
+    else:
+        opt = make_optimizer(model)
+    target = spec.target_loss if spec.target_loss is not None else wl.target_loss
+    header: dict[str, Any] = {
+        "spec": spec.to_dict(),
+        "run_id": spec.run_id,
+        "label": spec.label,
+        "optimizer_defaults": {
+            k: v for k, v in opt.defaults.items() if isinstance(v, (int, float, bool, str, tuple))
+        },
+        "workload": wl.describe(),
+        "target_loss": target,
+        "data_seed": data_seed,
+        "world_size": comm.world_size if comm is not None else 1,
+        "rank": comm.rank if comm is not None else 0,
+        "environment": records.environment(),
+        "status": "running",
+        **(extra_header or {}),
+    }
+
+    start, wall_offset = 0, 0.0
+    ckpt_path = run_dir / CHECKPOINT
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        data_gen.set_state(ckpt["data_rng"])
+        start, wall_offset = int(ckpt["step"]), float(ckpt["wall"])
+        header["resumed_from"] = start
+    records.write_header(run_dir, header)
+    writer = records.RowWriter(run_dir, keep_until=start if start > 0 else None)
+
+    batches = wl.batches("train", data_gen)
+    model.train()
+    bar = tqdm(
+        total=spec.steps, initial=start, desc=spec.label[:24], leave=False, disable=not progress, unit="step"
+    )
+    t_start = time.perf_counter() - wall_offset
+    eval_time = 0.0
+    last_loss = math.nan
+    try:
+        for step in range(start + 1, spec.steps + 1):
+            batch = next(batches)
+            opt.zero_grad(set_to_none=True)
+            loss = wl.loss(model, batch)
+            loss.backward()
+            t0 = time.perf_counter()
+            opt.step()
+            step_time = time.perf_counter() - t0
+            last_loss = float(loss.detach())
+            row: dict[str, Any] = {
+                "step": step,
+                "loss": last_loss,
+                "step_time": step_time,
+                "wall": time.perf_counter() - t_start - eval_time,
+            }
+            if step % spec.eval_every == 0 or step == spec.steps:
+                e0 = time.perf_counter()
+                row.update({f"eval_{k}": v for k, v in wl.evaluate(model).items()})
+                row.update(_metrics(opt))
+                eval_time += time.perf_counter() - e0
+            row.update(_comm_counters(comm))
+            writer.write(row)
+            if not math.isfinite(last_loss):
+                header["status"] = "diverged"
+                break
+            if checkpoint_every and step % checkpoint_every == 0 and step < spec.steps:
+                _save_checkpoint(
+                    ckpt_path,
+                    {
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "data_rng": data_gen.get_state(),
+                        "wall": row["wall"],
+                    },
+                )
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{last_loss:.3f}")
+        else:
+            header["status"] = "done"
+    finally:
+        bar.close()
+        writer.close()
+    if header["status"] == "diverged":
+        header["status"] = "done"
+        header["diverged"] = True
+    rows = records.read_rows(run_dir)
+    final_eval = [r for r in rows if "eval_loss" in r]
+    header["final"] = {
+        "train_loss": last_loss,
+        "eval_loss": final_eval[-1]["eval_loss"] if final_eval else math.nan,
+        "steps": rows[-1]["step"] if rows else 0,
+    }
+    records.write_header(run_dir, header)
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+    return header

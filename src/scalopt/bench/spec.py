@@ -1,0 +1,56 @@
+"""``RunSpec``: one training run, fully described by plain data.
+
+A run is a workload (with config overrides), an optimizer from the registry (with hyperparameter
+overrides), a number of steps and a seed. ``seed`` is the init seed (the same initial model for
+every optimizer); the data stream uses ``data_seed`` (per rank in distributed runs). Suites are
+functions returning lists of RunSpecs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from scalopt.core.validate import check_int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    workload: str
+    optimizer: str
+    steps: int
+    seed: int = 0
+    hparams: dict[str, Any] = field(default_factory=dict)
+    workload_overrides: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    eval_every: int = 50
+    target_loss: float | None = None  # None: the workload's default target
+
+    def __post_init__(self) -> None:
+        check_int("steps", self.steps, minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        check_int("eval_every", self.eval_every, minimum=1)
+        if not self.label:
+            object.__setattr__(self, "label", self.optimizer)
+        json.dumps(self.to_dict())  # hyperparameters must be plain data (records are JSON)
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed + 1_000_003
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        return cls(**data)
+
+    @property
+    def run_id(self) -> str:
+        """A readable, unique directory name: label, seed and a hash of the whole spec."""
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", self.label).strip("_")
+        return f"{self.workload}__{slug}__s{self.seed}__{digest}"

@@ -1,0 +1,217 @@
+"""The command line: ``scalopt list | train | bench | report | check``.
+
+    scalopt bench                                   the default suite on stdlib-lm, report in runs/default
+    scalopt bench --suite quick --seeds 1 --out runs/quick
+    scalopt train --workload digits --optimizer clipped-sgd --set lr=0.1 --set max_norm=1 --steps 300
+    scalopt report runs/default                     re-render from records, never trains
+    scalopt list
+
+Unknown names print one line listing the valid ones and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A bad name or value on the command line: one line to stderr, exit status 2."""
+
+
+def _value(text: str) -> Any:
+    """A literal (number, bool, tuple, string) from ``KEY=VALUE``; plain words stay strings."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} must look like KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = _value(value.strip())
+    return out
+
+
+def _default_threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from scalopt import workloads
+    from scalopt.bench import suites
+    from scalopt.optim import registry
+
+    print("optimizers:")
+    for name in registry.names():
+        e = registry.get(name)
+        print(f"  {name:22s} {e.family:10s} {e.summary}")
+    print("workloads:")
+    for name in workloads.names():
+        wl = workloads.WORKLOADS[name]
+        doc = (wl.__doc__ or "").strip().splitlines()[0] if wl.__doc__ else ""
+        print(f"  {name:22s} {doc}")
+    print("suites:")
+    for name in suites.names():
+        doc = (suites.get(name).__doc__ or "").strip().splitlines()
+        print(f"  {name:22s} {doc[0] if doc else ''}")
+    return 0
+
+
+def _check_names(workload: str | None = None, optimizer: str | None = None, suite: str | None = None) -> None:
+    from scalopt import workloads
+    from scalopt.bench import suites
+    from scalopt.optim import registry
+
+    for value, names, what in (
+        (workload, workloads.names(), "workload"),
+        (optimizer, registry.names(), "optimizer"),
+        (suite, suites.names(), "suite"),
+    ):
+        if value is not None and value not in names:
+            raise UsageError(f"unknown {what} {value!r}; valid names: {', '.join(names)}")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from scalopt import workloads
+    from scalopt.bench import RunSpec, run_specs
+    from scalopt.report import render
+
+    _check_names(workload=args.workload, optimizer=args.optimizer)
+    hparams = _pairs(args.set, "--set")
+    if args.lr is not None:
+        hparams["lr"] = args.lr
+    overrides = _pairs(args.workload_set, "--workload-set")
+    try:
+        wl = workloads.get(args.workload, **overrides)
+        spec = RunSpec(
+            workload=args.workload,
+            optimizer=args.optimizer,
+            hparams=hparams,
+            workload_overrides=overrides,
+            steps=args.steps or wl.default_steps,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            label=args.label or args.optimizer,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out or f"runs/train-{args.workload}-{args.optimizer}")
+    run_specs(
+        [spec],
+        out,
+        suite="train",
+        resume=args.resume,
+        threads=args.threads,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
+    )
+    print(f"report: {render(out)}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from scalopt.bench import run_specs, suites
+    from scalopt.report import render
+
+    _check_names(suite=args.suite)
+    specs = suites.get(args.suite)(args.seeds)
+    out = Path(args.out or f"runs/{args.suite}")
+    print(f"suite {args.suite}: {len(specs)} runs into {out} (torch threads: {args.threads})")
+    try:
+        run_specs(
+            specs,
+            out,
+            suite=args.suite,
+            resume=args.resume,
+            threads=args.threads,
+            checkpoint_every=args.checkpoint_every,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished runs are kept; `scalopt bench --suite {args.suite} --out {out}"
+            " --resume` finishes the rest",
+            file=sys.stderr,
+        )
+        return 130
+    print(f"report: {render(out)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from scalopt.report import render
+
+    try:
+        print(f"report: {render(args.dir)}")
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scalopt", description="Scalable and adaptive optimizers: benchmarks, reports, checks."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="optimizers, workloads and suites").set_defaults(func=_cmd_list)
+
+    def run_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--out", help="output directory (records, report.md, figures)")
+        sp.add_argument(
+            "--resume", action="store_true", help="continue unfinished runs from their checkpoints"
+        )
+        sp.add_argument(
+            "--threads", type=int, default=_default_threads(), help="torch threads, pinned for every run"
+        )
+        sp.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    t = sub.add_parser("train", help="train one optimizer on one workload")
+    t.add_argument("--workload", default="stdlib-lm")
+    t.add_argument("--optimizer", required=True)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="optimizer hyperparameter")
+    t.add_argument("--workload-set", action="append", default=[], metavar="KEY=VALUE", help="workload config")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--eval-every", type=int, default=50)
+    t.add_argument("--label")
+    run_options(t)
+    t.set_defaults(func=_cmd_train)
+
+    b = sub.add_parser("bench", help="run a suite over seeds and render its report")
+    b.add_argument("--suite", default="default")
+    b.add_argument("--seeds", type=int, default=3)
+    run_options(b)
+    b.set_defaults(func=_cmd_bench)
+
+    r = sub.add_parser("report", help="re-render report.md and figures from records (never trains)")
+    r.add_argument("dir")
+    r.set_defaults(func=_cmd_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"scalopt: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Reports from run records: ``render(out_dir)`` writes report.md and PNG figures. Never trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scalopt.report.figures import loss_figure
+from scalopt.report.markdown import document
+from scalopt.report.summary import group_runs, load_runs
+
+REPORT = "report.md"
+
+
+def render(out_dir: str | Path) -> Path:
+    """Re-render ``out_dir/report.md`` and its figures from the records in ``out_dir/runs``."""
+    out_dir = Path(out_dir)
+    runs = load_runs(out_dir)
+    if not runs:
+        raise FileNotFoundError(
+            f"no run records under {out_dir / 'runs'}; run `scalopt bench` or `scalopt train` first"
+        )
+    suite_file = out_dir / "suite.json"
+    suite = json.loads(suite_file.read_text()) if suite_file.exists() else {}
+    order = {
+        (s["workload"], s.get("label") or s["optimizer"]): i for i, s in enumerate(suite.get("specs", []))
+    }
+    groups = sorted(group_runs(runs), key=lambda g: order.get((g.workload, g.label), len(order)))
+    figures: dict[str, list[Path]] = {}
+    for workload in dict.fromkeys(g.workload for g in groups):
+        for axis in ("step", "wall", "bytes"):
+            path = loss_figure(groups, workload, axis, out_dir / f"{workload}_loss_vs_{axis}.png")
+            if path is not None:
+                figures.setdefault(workload, []).append(path)
+    report = out_dir / REPORT
+    report.write_text(document(suite, groups, runs, figures))
+    return report
+
+
+__all__ = ["render"]

@@ -1,0 +1,63 @@
+"""Figures (PNG, matplotlib's Agg backend): eval loss against steps, wall time and bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from scalopt.report.summary import Group  # noqa: E402
+
+AXES = {
+    "step": ("step", "training step"),
+    "wall": ("wall", "wall time (s, evaluation excluded)"),
+    "bytes": ("bytes_sent", "bytes sent per rank"),
+}
+
+
+def _curve(group: Group, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """x (mean over seeds), mean, min and max eval loss at the common eval points."""
+    series = [[(r[key], r["eval_loss"]) for r in run.evals if key in r] for run in group.runs]
+    n = min((len(s) for s in series), default=0)
+    if n == 0:
+        return None
+    xs = np.array([[p[0] for p in s[:n]] for s in series], dtype=float)
+    ys = np.array([[p[1] for p in s[:n]] for s in series], dtype=float)
+    return xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+
+def loss_figure(groups: list[Group], workload: str, axis: str, path: Path) -> Path | None:
+    key, xlabel = AXES[axis]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    drawn = False
+    for g in groups:
+        if g.workload != workload:
+            continue
+        curve = _curve(g, key)
+        if curve is None:
+            continue
+        x, mean, lo, hi = curve
+        (line,) = ax.plot(x, mean, label=g.label, linewidth=1.6)
+        if len(g.runs) > 1:
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    target = next(g.target for g in groups if g.workload == workload)
+    ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("eval loss")
+    ax.set_title(f"{workload}: eval loss vs {axis} (mean, band = min..max over seeds)", fontsize=9)
+    if axis == "bytes":
+        ax.set_xscale("symlog")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

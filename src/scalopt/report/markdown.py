@@ -1,0 +1,103 @@
+"""``report.md``: one table per workload, the figures, and how the numbers were made."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from scalopt.report.summary import BASELINE, WARMUP_STEPS, Group, Run, baseline_step_time
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def table(groups: list[Group], workload: str) -> list[str]:
+    rows = [g for g in groups if g.workload == workload]
+    base = baseline_step_time(groups, workload)
+    show_bytes = any(g.bytes_per_step() is not None for g in rows)
+    head = [
+        "optimizer",
+        "seeds",
+        "final eval loss (mean ± sd)",
+        "reached target",
+        "steps to target",
+        "time to target (s)",
+        "median opt.step() (ms)",
+        f"step time / {BASELINE}",
+    ]
+    if show_bytes:
+        head.append("bytes/step/rank")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in rows:
+        mean, sd = g.final_loss()
+        hits, steps, wall = g.to_target()
+        st = g.step_time()
+        cells = [
+            g.label,
+            str(len(g.runs)),
+            f"{_fmt(mean)} ± {_fmt(sd)}",
+            f"{hits}/{len(g.runs)}",
+            _fmt(steps, 0),
+            _fmt(wall, 1),
+            _fmt(st * 1e3, 3),
+            _fmt(st / base, 2) + "×" if base else "—",
+        ]
+        if show_bytes:
+            cells.append(_bytes(g.bytes_per_step()))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def environment(runs: list[Run]) -> list[str]:
+    env: dict[str, Any] = runs[0].header.get("environment", {})
+    git = env.get("git", {})
+    sha = (git.get("sha") or "unknown")[:10] + (" (dirty)" if git.get("dirty") else "")
+    return [
+        f"- torch {env.get('torch')}, Python {env.get('python')}, {env.get('device')} "
+        f"({env.get('cpu')}), torch threads pinned to {env.get('torch_threads')}",
+        f"- scalopt commit {sha}",
+    ]
+
+
+def document(
+    suite: dict[str, Any], groups: list[Group], runs: list[Run], figures: dict[str, list[Path]]
+) -> str:
+    out = [f"# scalopt report: suite `{suite.get('suite', 'custom')}`", ""]
+    out += environment(runs)
+    out += [
+        f"- {len(runs)} runs; target = the workload's default target eval loss unless the suite sets one",
+        f"- `opt.step()` time: median over steps (the first {WARMUP_STEPS} skipped), median over seeds; "
+        f"the ratio divides by `{BASELINE}` (torch.optim.AdamW(foreach=True)) measured in the same process",
+        "",
+    ]
+    for workload in dict.fromkeys(g.workload for g in groups):
+        desc = next(r.header["workload"] for r in runs if r.spec["workload"] == workload)
+        target = next(g.target for g in groups if g.workload == workload)
+        out += [
+            f"## {workload}",
+            "",
+            f"target eval loss {target:g}; data hash `{desc.get('data_hash', '')[:16]}`",
+            "",
+        ]
+        out += table(groups, workload)
+        out.append("")
+        for path in figures.get(workload, []):
+            out.append(f"![{path.stem}]({path.name})")
+        out.append("")
+    specs = suite.get("specs", [])
+    out += ["## Configuration", "", f"{len(specs)} runs, one JSON line each:", "", "```json"]
+    out += [json.dumps(s, sort_keys=True) for s in specs] + ["```", ""]
+    return "\n".join(out)

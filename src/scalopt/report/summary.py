@@ -1,0 +1,106 @@
+"""Summaries of run records: per (workload, label), aggregated over seeds. Never trains."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scalopt.bench import records
+
+BASELINE = "torch-adamw"
+WARMUP_STEPS = 5  # the first optimizer steps allocate state; their time is not the steady state
+
+
+@dataclass
+class Run:
+    header: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.header["spec"]
+
+    @property
+    def evals(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if "eval_loss" in r]
+
+    def final_eval_loss(self) -> float:
+        ev = self.evals
+        return float(ev[-1]["eval_loss"]) if ev else math.nan
+
+    def first_reaching(self, target: float) -> dict[str, Any] | None:
+        for r in self.evals:
+            if r["eval_loss"] <= target:
+                return r
+        return None
+
+    def median_step_time(self) -> float:
+        times = [r["step_time"] for r in self.rows[WARMUP_STEPS:]] or [r["step_time"] for r in self.rows]
+        return statistics.median(times) if times else math.nan
+
+    def bytes_per_step(self) -> float | None:
+        with_bytes = [r for r in self.rows if "bytes_sent" in r]
+        if not with_bytes:
+            return None
+        return with_bytes[-1]["bytes_sent"] / max(with_bytes[-1]["step"], 1)
+
+
+@dataclass
+class Group:
+    workload: str
+    label: str
+    optimizer: str
+    target: float
+    runs: list[Run] = field(default_factory=list)
+
+    def _spread(self, values: list[float]) -> tuple[float, float]:
+        values = [v for v in values if math.isfinite(v)]
+        if not values:
+            return math.nan, math.nan
+        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+    def final_loss(self) -> tuple[float, float]:
+        return self._spread([r.final_eval_loss() for r in self.runs])
+
+    def to_target(self) -> tuple[int, float, float]:
+        """(runs that reached the target, mean steps, mean wall seconds) over those runs."""
+        hits = [h for h in (r.first_reaching(self.target) for r in self.runs) if h is not None]
+        if not hits:
+            return 0, math.nan, math.nan
+        return len(hits), statistics.fmean(h["step"] for h in hits), statistics.fmean(h["wall"] for h in hits)
+
+    def step_time(self) -> float:
+        return statistics.median(r.median_step_time() for r in self.runs)
+
+    def bytes_per_step(self) -> float | None:
+        values = [b for b in (r.bytes_per_step() for r in self.runs) if b is not None]
+        return statistics.fmean(values) if values else None
+
+
+def load_runs(out_dir: Path) -> list[Run]:
+    runs = []
+    for run_dir in records.list_runs(out_dir):
+        header = records.read_header(run_dir)
+        rows = records.read_rows(run_dir) if (run_dir / records.ROWS).exists() else []
+        if rows:
+            runs.append(Run(header, rows))
+    return runs
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Groups in first-seen order (the suite's order), one per (workload, label)."""
+    groups: dict[tuple[str, str], Group] = {}
+    for run in runs:
+        key = (run.spec["workload"], run.spec["label"])
+        if key not in groups:
+            groups[key] = Group(key[0], key[1], run.spec["optimizer"], float(run.header["target_loss"]))
+        groups[key].runs.append(run)
+    return list(groups.values())
+
+
+def baseline_step_time(groups: list[Group], workload: str) -> float | None:
+    times = [g.step_time() for g in groups if g.workload == workload and g.optimizer == BASELINE]
+    return statistics.median(times) if times else None
