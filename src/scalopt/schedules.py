@@ -43,13 +43,16 @@ class InvPower:
 
 @dataclass(frozen=True)
 class OneMinusInvPower:
-    """1 − θ/t^r, the second-moment weight θ_t of Generic Adam. θ in (0, 1), r in [0, inf)."""
+    """1 − θ/t^r, the second-moment weight θ_t of Generic Adam. θ in (0, 1], r in [0, inf).
+
+    θ = 1 is allowed (θ_t = 1 − 1/t, the running average of g²); then θ_1 = 0.
+    """
 
     theta: float
     r: float
 
     def __post_init__(self) -> None:
-        check_interval("theta", self.theta, 0.0, 1.0, low_open=True, high_open=True)
+        check_interval("theta", self.theta, 0.0, 1.0, low_open=True, high_open=False)
         check_nonnegative("r", self.r)
 
     def __call__(self, t: int) -> float:

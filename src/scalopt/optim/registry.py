@@ -59,7 +59,7 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
         OptimizerEntry("adam", Adam, "adam", "Adam (Generic Adam preset)", {"lr": 1e-2}),
         OptimizerEntry("adamw", AdamW, "adam", "AdamW (Generic Adam preset, decoupled decay)", {"lr": 1e-2}),
         OptimizerEntry(
-            "generic-adam", GenericAdam, "adam", "Generic Adam with step-size/β2 schedules", {"lr": 1e-2}
+            "generic-adam", _generic_adam, "adam", "Generic Adam with step-size/β2 schedules", {"lr": 1e-2}
         ),
         OptimizerEntry(
             "clipped-sgd",

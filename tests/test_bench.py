@@ -1,0 +1,139 @@
+"""Runs, records, resume exactness, reports and the CLI, end to end on tiny configs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from scalopt import workloads
+from scalopt.bench import RunSpec, records, run_specs, train_run
+from scalopt.bench.suites import QUICK_WORKLOAD, quick
+from scalopt.cli import main
+from scalopt.report import render
+
+
+def _spec(**kwargs) -> RunSpec:
+    base = dict(
+        workload="stdlib-lm",
+        workload_overrides=QUICK_WORKLOAD,
+        optimizer="clipped-sgd",
+        hparams={"lr": 0.3, "max_norm": 1.0, "momentum": 0.9},
+        steps=30,
+        eval_every=10,
+    )
+    return RunSpec(**{**base, **kwargs})
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class _CrashingWorkload:
+    """Delegates to a real workload and raises on the n-th loss call, like a crash mid-run."""
+
+    def __init__(self, inner, crash_at: int) -> None:
+        self.inner, self.crash_at, self.calls = inner, crash_at, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def loss(self, model, batch):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise _Crash("injected")
+        return self.inner.loss(model, batch)
+
+
+@pytest.mark.parametrize("optimizer,hparams", [
+    ("clipped-sgd", {"lr": 0.3, "max_norm": 1.0, "momentum": 0.9}),
+    ("generic-adam", {"lr": 1e-2, "lr_decay": {"type": "InvPower", "s": 0.5},
+                      "beta2_schedule": {"type": "OneMinusInvPower", "theta": 0.1, "r": 1.0}}),
+])
+def test_resumed_run_ends_exactly_like_uninterrupted(tmp_path, optimizer, hparams):
+    spec = _spec(optimizer=optimizer, hparams=hparams)
+    full = train_run(spec, tmp_path / "full", checkpoint_every=10, progress=False)
+    crashing = _CrashingWorkload(workloads.get(spec.workload, **spec.workload_overrides), crash_at=17)
+    with pytest.raises(_Crash):
+        train_run(spec, tmp_path / "crash", checkpoint_every=10, progress=False, workload=crashing)
+    assert records.read_header(tmp_path / "crash")["status"] == "running"
+    assert (tmp_path / "crash" / "checkpoint.pt").exists()
+    resumed = train_run(spec, tmp_path / "crash", checkpoint_every=10, progress=False)
+    assert resumed["resumed_from"] == 10
+    assert resumed["final"] == full["final"]
+    full_rows, resumed_rows = records.read_rows(tmp_path / "full"), records.read_rows(tmp_path / "crash")
+    assert [r["step"] for r in resumed_rows] == list(range(1, 31))
+    assert [r["loss"] for r in resumed_rows] == [r["loss"] for r in full_rows]
+    assert not (tmp_path / "crash" / "checkpoint.pt").exists()
+
+
+def test_finished_runs_are_not_retrained(tmp_path):
+    spec = _spec(steps=5, eval_every=5)
+    train_run(spec, tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / records.ROWS).read_text()
+    header = train_run(spec, tmp_path / "r", progress=False)
+    assert header["status"] == "done"
+    assert (tmp_path / "r" / records.ROWS).read_text() == before
+
+
+def test_header_is_self_describing(tmp_path):
+    header = train_run(_spec(steps=3, eval_every=3), tmp_path / "r", progress=False)
+    saved = records.read_header(tmp_path / "r")
+    assert saved == json.loads(json.dumps(header))
+    assert saved["workload"]["data_hash"] and saved["environment"]["torch"]
+    assert saved["spec"]["hparams"]["max_norm"] == 1.0 and saved["world_size"] == 1
+    assert {"sha", "dirty"} <= set(saved["environment"]["git"])
+    row = records.read_rows(tmp_path / "r")[-1]
+    assert {"step", "loss", "step_time", "wall", "eval_loss", "opt_grad_norm", "opt_clip_fraction"} <= set(row)
+
+
+def test_quick_suite_end_to_end_report(tmp_path):
+    run_specs(quick(2), tmp_path, suite="quick", progress=False, log=lambda s: None)
+    report = render(tmp_path)
+    text = report.read_text()
+    assert "## stdlib-lm" in text and "## digits" in text and "torch AdamW" in text
+    assert "1.00×" in text  # the baseline's own ratio
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert "stdlib-lm_loss_vs_step.png" in pngs and "stdlib-lm_loss_vs_wall.png" in pngs
+    for p in tmp_path.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # re-rendering reads records only
+    rows_before = {p: p.read_text() for p in tmp_path.glob("runs/*/rows.jsonl")}
+    assert main(["report", str(tmp_path)]) == 0
+    assert rows_before == {p: p.read_text() for p in tmp_path.glob("runs/*/rows.jsonl")}
+
+
+def test_cli_unknown_names_exit_2_listing_valid_names(capsys):
+    assert main(["train", "--optimizer", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown optimizer 'nope'" in err and "clipped-sgd" in err and err.count("\n") == 1
+    assert main(["train", "--optimizer", "adam", "--workload", "mnist"]) == 2
+    assert "valid names: ctr, digits" in capsys.readouterr().err
+    assert main(["bench", "--suite", "huge"]) == 2
+    assert "valid names: default" in capsys.readouterr().err
+    assert main(["train", "--optimizer", "adam", "--workload", "digits", "--set", "lr"]) == 2
+    assert main(["report", "/nonexistent-dir-for-test"]) == 2
+
+
+def test_cli_train_and_list(tmp_path, capsys):
+    out = tmp_path / "t"
+    code = main(["train", "--workload", "digits", "--optimizer", "clipped-sgd", "--lr", "0.1", "--set", "max_norm=1.0",
+                 "--steps", "20", "--eval-every", "10", "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert (out / "report.md").exists()
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert "clipped-sgd" in listed and "stdlib-lm" in listed and "default" in listed
+
+
+def test_cli_invalid_hyperparameter_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="max_norm"):
+        main(["train", "--workload", "digits", "--optimizer", "clipped-sgd", "--lr", "0.1", "--set", "max_norm=-1",
+              "--steps", "2", "--out", str(tmp_path), "--no-progress"])
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "scalopt", "list"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "torch-adamw" in result.stdout
