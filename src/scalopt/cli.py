@@ -5,6 +5,7 @@
     scalopt train --workload digits --optimizer clipped-sgd --set lr=0.1 --set max_norm=1 --steps 300
     scalopt report runs/default                     re-render from records, never trains
     scalopt list
+    scalopt check adam --lr 1e-3 --lr-decay "1/sqrt(t)" --beta2 "1-1/t"
 
 Unknown names print one line listing the valid ones and exit with status 2.
 """
@@ -160,6 +161,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check_adam(args: argparse.Namespace) -> int:
+    from scalopt.theory import check_adam, parse_schedule
+
+    try:
+        lr_decay = parse_schedule(args.lr_decay, kind="lr_decay") if args.lr_decay else None
+        beta2 = parse_schedule(args.beta2, kind="beta2")
+        report = check_adam(lr=args.lr, lr_decay=lr_decay, beta2=beta2, beta1=args.beta1, horizon=args.horizon)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(report)
+    return 0 if report.satisfied else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scalopt", description="Scalable and adaptive optimizers: benchmarks, reports, checks."
@@ -197,6 +211,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, default=3)
     run_options(b)
     b.set_defaults(func=_cmd_bench)
+
+    c = sub.add_parser("check", help="theory diagnostics")
+    csub = c.add_subparsers(dest="check", required=True)
+    ca = csub.add_parser("adam", help="the Generic Adam sufficient convergence condition (exit 1 if it fails)")
+    ca.add_argument("--lr", type=float, default=1e-3, help="base step size")
+    ca.add_argument("--lr-decay", help='decay of the step size in t, e.g. "1/sqrt(t)" (default: constant)')
+    ca.add_argument("--beta2", default="0.999", help='second-moment weight θ_t, e.g. "1-1/t" or 0.999')
+    ca.add_argument("--beta1", type=float, default=0.9)
+    ca.add_argument("--horizon", type=int, default=10**6, help="steps checked for non-parametric schedules")
+    ca.set_defaults(func=_cmd_check_adam)
 
     r = sub.add_parser("report", help="re-render report.md and figures from records (never trains)")
     r.add_argument("dir")

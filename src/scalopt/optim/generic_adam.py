@@ -13,7 +13,8 @@ Generic Adam lets the base step size and the second-moment weight vary with the 
 With no schedules and bias correction it is ``torch.optim.Adam`` (``AdamW`` when decoupled).
 The sufficient condition for convergence (0 < r ≤ 2s < 2 for α_t = lr·t^−s, θ_t = 1 − θ/t^r) is
 checked by ``scalopt.theory.check_adam``; use ``scalopt.schedules.InvPower`` and
-``OneMinusInvPower`` for the schedules.
+``OneMinusInvPower`` for the schedules, and ``check_convergence=True`` to run the checker once at
+construction (it warns with the checker's explanation when the condition fails).
 
 Deviation from ALGORITHMS.md §7 (ε only inside v_0, no bias correction): the issue's rule above,
 ε outside the root as in torch, wins; ``bias_correction=False`` gives the uncorrected form.
@@ -25,6 +26,7 @@ Practical Adam", JMLR 23(229), 2022, arXiv 2101.05471.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -58,6 +60,7 @@ class GenericAdam(ChainOptimizer):
         lr_decay: Schedule | float | None = None,
         beta2_schedule: Schedule | float | None = None,
         *,
+        check_convergence: bool = False,
         nonfinite: str = "raise",
     ) -> None:
         self.lr_decay = check_schedule("lr_decay", lr_decay)
@@ -80,6 +83,23 @@ class GenericAdam(ChainOptimizer):
             add_weight_decay(decoupled=True),
         )
         super().__init__(params, defaults, transforms, nonfinite=nonfinite)
+        if check_convergence:
+            self._warn_unless_convergent()
+
+    def _warn_unless_convergent(self) -> None:
+        """Run the sufficient-condition checker once and warn with its explanation if it fails."""
+        from scalopt.theory import check_adam
+
+        for group in self.param_groups:
+            report = check_adam(
+                lr=group["lr"],
+                lr_decay=self.lr_decay,
+                beta2=self.beta2_schedule if self.beta2_schedule is not None else group["betas"][1],
+                beta1=group["betas"][0],
+            )
+            if not report.satisfied:
+                warnings.warn(f"GenericAdam: the convergence condition does not hold.\n{report}", stacklevel=3)
+                return
 
 
 class Adam(GenericAdam):
