@@ -1,7 +1,7 @@
 """scalopt: scalable and adaptive optimizers for PyTorch, with benchmarks and theory checks."""
 
 from scalopt import schedules
-from scalopt.optim import Adam, AdamW, ClippedSGD, GeneralizedSignSGD, GenericAdam, NormalizedSGD
+from scalopt.optim import Adam, AdamW, ClippedSGD, GeneralizedSignSGD, GenericAdam, NormalizedSGD, Shampoo
 
 __version__ = "0.1.0"
 
@@ -12,5 +12,6 @@ __all__ = [
     "GeneralizedSignSGD",
     "GenericAdam",
     "NormalizedSGD",
+    "Shampoo",
     "schedules",
 ]

@@ -4,5 +4,15 @@ from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
 from scalopt.optim.normalized_sgd import NormalizedSGD
+from scalopt.optim.shampoo import RootFailureError, Shampoo
 
-__all__ = ["Adam", "AdamW", "ClippedSGD", "GeneralizedSignSGD", "GenericAdam", "NormalizedSGD"]
+__all__ = [
+    "Adam",
+    "AdamW",
+    "ClippedSGD",
+    "GeneralizedSignSGD",
+    "GenericAdam",
+    "NormalizedSGD",
+    "RootFailureError",
+    "Shampoo",
+]

@@ -98,7 +98,9 @@ class GenericAdam(ChainOptimizer):
                 beta1=group["betas"][0],
             )
             if not report.satisfied:
-                warnings.warn(f"GenericAdam: the convergence condition does not hold.\n{report}", stacklevel=3)
+                warnings.warn(
+                    f"GenericAdam: the convergence condition does not hold.\n{report}", stacklevel=3
+                )
                 return
 
 

@@ -18,6 +18,7 @@ from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
 from scalopt.optim.normalized_sgd import NormalizedSGD
+from scalopt.optim.shampoo import Shampoo
 
 
 def _generic_adam(params: Iterable[Any], **kwargs: Any) -> GenericAdam:
@@ -77,6 +78,13 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "smoothness",
             "Generalized SignSGD (second moment of the momentum)",
             {"lr": 1e-2},
+        ),
+        OptimizerEntry(
+            "shampoo",
+            Shampoo,
+            "second-order",
+            "Shampoo: blocked Kronecker-factored preconditioning with Adam grafting",
+            {"lr": 1e-2, "precondition_frequency": 2},
         ),
     ]
 }

@@ -1,0 +1,109 @@
+"""Distributed Shampoo over a ``Comm``: averaged gradients, blocks owned by ranks, one all-gather.
+
+With N ranks (Shi et al. 2023's data-parallel distributor, ALGORITHMS.md §1):
+
+    G ← (1/N)·Σ_r G_r                 one all-reduce of all gradients, summed in rank order 0..N−1
+    the items of each param group (blocks, graft-only parameters) are assigned to ranks once, by
+    greedy LPT on their state size (``blocking.assign_lpt``)
+    rank r keeps statistics, roots, graft and momentum state of its items only (≈ 1/N memory),
+    computes their final directions P (graft, decoupled decay and momentum folded in)
+    one all-gather of the directions (per dtype, padded to the largest rank's share)
+    every rank applies W ← W − lr·P to every parameter
+
+Every rank therefore ends with the same parameters, bitwise equal to single-process Shampoo on the
+averaged gradient (with torch threads pinned). The gradient all-reduce uses the Comm's
+deterministic (rank-order) sum. Checkpoints are per-rank shards: ``state_dict()`` holds this rank's
+items and a manifest (world size, rank, assignment); loading a shard into a different world size
+or rank raises ``ValueError``. All ranks must have gradients for the same parameters at every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from scalopt.optim.shampoo.plan import GroupPlan
+
+
+def check_comm(comm: Any) -> Any:
+    if comm is None:
+        return None
+    needed = ("rank", "world_size", "all_reduce", "all_gather")
+    missing = [n for n in needed if not hasattr(comm, n)]
+    if missing:
+        raise ValueError(
+            f"comm must be a scalopt Comm (scalopt.core.comm.Comm: rank, world_size, all_reduce, "
+            f"all_gather) or None, got {comm!r} (missing {', '.join(missing)})"
+        )
+    return comm
+
+
+class DistributedStep:
+    """The two collectives of a distributed Shampoo step."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+
+    def average(self, opt: Any, found: list[Any]) -> list[Any]:
+        """Replace every gradient by its average over ranks (p.grad itself is left as it is)."""
+        if self.comm.world_size == 1 or not found:
+            return found
+        grads = [g for _, _, _, gs in found for g in gs]
+        out: list[torch.Tensor | None] = [None] * len(grads)
+        for dtype in dict.fromkeys(g.dtype for g in grads):
+            idx = [i for i, g in enumerate(grads) if g.dtype == dtype]
+            flat = torch.cat([grads[i].reshape(-1) for i in idx])
+            self.comm.all_reduce(flat, "mean", deterministic=True)
+            for i, part in zip(idx, flat.split([grads[i].numel() for i in idx])):
+                out[i] = part.view(grads[i].shape)
+        averaged, k = [], 0
+        for group, indices, params, gs in found:
+            averaged.append((group, indices, params, out[k : k + len(gs)]))
+            k += len(gs)
+        return averaged
+
+    def share(self, plan: GroupPlan, sources: list[torch.Tensor | None]) -> list[torch.Tensor]:
+        """All-gather the directions of every rank's items; returns them for all items."""
+        if self.comm.world_size == 1:
+            return sources  # type: ignore[return-value]
+        out: list[Any] = list(sources)
+        shapes = [
+            tuple(plan.params[pos].shape) if block is None else block.shape for pos, block in plan.items
+        ]
+        dtypes = [plan.params[pos].dtype for pos, _ in plan.items]
+        for dtype in dict.fromkeys(dtypes):
+            per_rank = [
+                [i for i in range(len(plan.items)) if dtypes[i] == dtype and plan.owner[i] == r]
+                for r in range(self.comm.world_size)
+            ]
+            sizes = [[_numel(shapes[i]) for i in items] for items in per_rank]
+            width = max(sum(s) for s in sizes)
+            mine = [out[i].reshape(-1) for i in per_rank[self.comm.rank]]
+            flat = torch.zeros(width, dtype=dtype, device=plan.params[0].device)
+            if mine:
+                torch.cat(mine, out=flat[: sum(sizes[self.comm.rank])])
+            gathered = self.comm.all_gather(flat)
+            for r, items in enumerate(per_rank):
+                parts = gathered[r][: sum(sizes[r])].split(sizes[r])
+                for i, part in zip(items, parts):
+                    out[i] = part.view(shapes[i])
+        return out
+
+    def manifest(self, opt: Any) -> dict[str, Any]:
+        return {
+            "world_size": self.comm.world_size,
+            "rank": self.comm.rank,
+            "owners": {
+                index: list(plan.owner)
+                for index, group in enumerate(opt.param_groups)
+                if (plan := opt._plans.get(id(group))) is not None
+            },
+        }
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

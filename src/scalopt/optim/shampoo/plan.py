@@ -1,0 +1,224 @@
+"""One param group's Shampoo plan: its units, and the per-step phases on them.
+
+A plan is made once per param group (at its first step, again only when the set of parameters with
+gradients or a structural option changes): every parameter is planned (``blocking.plan_param``),
+its blocks ("items", with the graft-only parameters) are assigned to ranks (one rank without a
+Comm), and the items of this rank become units: same-shaped blocks with the same step stacked in a
+``ShapeGroup``, graft-only parameters as ``DiagUnit``. Per step the work is O(units) torch calls:
+
+    accumulate  gather G (one stack per shape group), L2 decay, factor statistics, graft accumulator,
+                filtered gradient Ĝ = M/(1−β1^t) with M ← β1·M + (1−β1)·G
+    directions  P_gr (graft), P_sh (Shampoo) rescaled to ‖P_gr‖ per block (P_gr where no root yet),
+                decoupled decay P ← P + wd·W, momentum B ← μ·B + P; P ← P + μ·B (nesterov) or B
+    apply       W ← W − lr·P, block by block into the parameters (one foreach call)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from scalopt.optim.shampoo import grafting
+from scalopt.optim.shampoo.blocking import Block, ParamPlan, assign_lpt, block_cost, plan_param
+from scalopt.optim.shampoo.preconditioner import DiagUnit, Entry, ShapeGroup
+
+STRUCTURAL = ("block_size", "skip_dim", "merge_dims", "precondition_1d")
+
+Unit = ShapeGroup | DiagUnit
+Item = tuple[int, Block | None]  # (parameter position, block; None: the whole graft-only parameter)
+
+
+def block_of(t: torch.Tensor, merged: tuple[int, ...], block: Block | None) -> torch.Tensor:
+    """The block of a parameter-shaped tensor (a view when the tensor's layout allows)."""
+    if block is None:
+        return t
+    if block.slices is None:
+        return t.reshape(block.shape)
+    return t.reshape(merged)[block.slices]
+
+
+class GroupPlan:
+    def __init__(
+        self,
+        group: dict[str, Any],
+        params: list[torch.Tensor],
+        states: Callable[[torch.Tensor], dict[str, Any]],
+        describe: Callable[[int], str],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.group, self.params = group, params
+        self.signature = self.signature_of(group, params)
+        self.plans: list[ParamPlan] = [
+            plan_param(tuple(p.shape), **{k: group[k] for k in STRUCTURAL}) for p in params
+        ]
+        self.items: list[Item] = []
+        costs = []
+        for pos, (p, pp) in enumerate(zip(params, self.plans)):
+            for block in pp.blocks or (None,):
+                self.items.append((pos, block))
+                numel = p.numel() if block is None else block_numel(block)
+                costs.append(block_cost(block.shape if block else (), numel, block is not None))
+        self.owner = assign_lpt(costs, world_size) if world_size > 1 else [0] * len(self.items)
+        self.blocks_per_rank = [0] * world_size
+        for (_, block), r in zip(self.items, self.owner):
+            self.blocks_per_rank[r] += block is not None
+        self.rank, self.world_size = rank, world_size
+        self._build_units(states, describe)
+
+    @staticmethod
+    def signature_of(group: dict[str, Any], params: list[torch.Tensor]) -> tuple[Any, ...]:
+        return (tuple(map(id, params)),) + tuple(group[k] for k in STRUCTURAL)
+
+    def _build_units(
+        self, states: Callable[[torch.Tensor], dict[str, Any]], describe: Callable[[int], str]
+    ) -> None:
+        buckets: dict[tuple[Any, ...], list[tuple[int, Entry]]] = {}
+        self.diag: list[DiagUnit] = []
+        diag_items: list[int] = []
+        self.param_states: dict[int, tuple[dict[str, Any], Unit]] = {}
+        for index, ((pos, block), r) in enumerate(zip(self.items, self.owner)):
+            if r != self.rank:
+                continue
+            p, state = self.params[pos], states(self.params[pos])
+            if block is None:
+                unit: Unit = DiagUnit(pos, p, state)
+                self.diag.append(unit)
+                diag_items.append(index)
+                self.param_states[pos] = (state, unit)
+                continue
+            nblocks = len(self.plans[pos].blocks)
+
+            def text(pos: int = pos, b: int = block.index, nb: int = nblocks) -> str:
+                return f"{describe(pos)}, block {b} of {nb}"
+
+            entry = Entry(pos, block, self.plans[pos].merged, state, text)
+            key = (block.shape, int(state.get("step", 0)), p.dtype, p.device)
+            buckets.setdefault(key, []).append((index, entry))
+        self.shape_groups = [
+            ShapeGroup(shape, [e for _, e in pairs], t, dtype, device)
+            for (shape, t, dtype, device), pairs in buckets.items()
+        ]
+        for sg in self.shape_groups:
+            for e in sg.entries:
+                self.param_states.setdefault(e.pos, (e.state, sg))
+        self.units: list[Unit] = [*self.shape_groups, *self.diag]
+        self.unit_items = [[i for i, _ in pairs] for pairs in buckets.values()] + [[i] for i in diag_items]
+
+    # -- phases ------------------------------------------------------------------------------------
+    def begin(self) -> None:
+        for u in self.units:
+            u.t += 1
+        for state, unit in self.param_states.values():
+            state["step"] = unit.t
+
+    def gather(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per unit: the stack of its blocks of ``tensors`` (or the tensor itself for graft-only)."""
+        out = [
+            torch.stack([block_of(tensors[e.pos], e.merged, e.block) for e in sg.entries])
+            for sg in self.shape_groups
+        ]
+        out += [tensors[d.pos] for d in self.diag]
+        return out
+
+    def accumulate(self, grads: list[torch.Tensor]) -> dict[str, Any]:
+        if not self.units:  # a rank that owns nothing of this group
+            return {"ghat": [], "v": [], "w": None}
+        group = self.group
+        beta1, beta2 = group["betas"]
+        wd = group["weight_decay"]
+        g = self.gather(grads)
+        w = self.gather(self.params) if wd != 0 else None
+        if w is not None and not group["decoupled_weight_decay"]:
+            g = torch._foreach_add(g, w, alpha=wd)
+        for sg, gs in zip(self.shape_groups, g):
+            sg.accumulate(gs, beta2)
+        v: list[torch.Tensor] = []
+        if grafting.needs_accumulator(group["grafting"]):
+            v = [u.buffer("exp_avg_sq") for u in self.units]
+            grafting.update_accumulator(v, g, group["grafting"], group["grafting_beta2"])
+        ghat = g
+        if beta1 > 0:
+            m = [u.buffer("exp_avg") for u in self.units]
+            torch._foreach_lerp_(m, g, 1.0 - beta1)
+            ghat = torch._foreach_div(m, [1.0 - beta1**u.t for u in self.units])
+        return {"ghat": ghat, "v": v, "w": w}
+
+    def directions(self, work: dict[str, Any]) -> list[torch.Tensor]:
+        if not self.units:
+            return []
+        group = self.group
+        graft, ghat = group["grafting"], work["ghat"]
+        bc2 = [1.0 - group["grafting_beta2"] ** u.t for u in self.units] if graft == "adam" else []
+        p_gr = grafting.direction(ghat, work["v"], graft, group["grafting_eps"], bc2)
+        p = list(p_gr)
+        for k, sg in enumerate(self.shape_groups):
+            if not sg.any_rooted:
+                continue
+            p_sh = sg.precondition(ghat[k])
+            if graft is not None:
+                p_sh = grafting.match_block_norms(p_sh, p_gr[k])
+            if not sg.all_rooted:
+                p_sh = torch.where(sg.mask, p_sh, p_gr[k].to(p_sh.dtype))
+            p[k] = p_sh.to(sg.dtype)
+        wd, mu = group["weight_decay"], group["momentum"]
+        if wd != 0 and group["decoupled_weight_decay"]:
+            p = torch._foreach_add(p, work["w"], alpha=wd)
+        if mu != 0:
+            b = [u.buffer("momentum_buffer") for u in self.units]
+            torch._foreach_mul_(b, mu)
+            torch._foreach_add_(b, p)
+            p = torch._foreach_add(p, b, alpha=mu) if group["nesterov"] else b
+        return p
+
+    def item_sources(self, directions: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """The direction of every item this rank owns, in item order (None for the others)."""
+        out: list[torch.Tensor | None] = [None] * len(self.items)
+        for items, d in zip(self.unit_items, directions):
+            parts = d.unbind(0) if self.items[items[0]][1] is not None else (d,)
+            for i, part in zip(items, parts):
+                out[i] = part
+        return out
+
+    def apply(self, sources: list[torch.Tensor], lr: float) -> None:
+        """W ← W − lr·P for every item (``sources`` in item order)."""
+        dsts, srcs = [], []
+        assembled: dict[int, torch.Tensor] = {}
+        for (pos, block), src in zip(self.items, sources):
+            param = self.params[pos]
+            if block is None or block.slices is None:
+                dsts.append(param)
+                srcs.append(src.reshape(param.shape))
+            elif param.is_contiguous():
+                dsts.append(param.view(self.plans[pos].merged)[block.slices])
+                srcs.append(src)
+            else:  # a non-contiguous parameter cut into blocks: assemble its update first
+                full = assembled.get(pos)
+                if full is None:
+                    full = assembled[pos] = torch.empty(
+                        self.plans[pos].merged, dtype=src.dtype, device=src.device
+                    )
+                    dsts.append(param)
+                    srcs.append(full.view(param.shape))
+                full[block.slices] = src
+        torch._foreach_add_(dsts, srcs, alpha=-lr)
+
+    def clear_views(self, keep: set[int]) -> None:
+        """Detach the per-parameter state of parameters leaving this plan from the shared stacks."""
+        for sg in self.shape_groups:
+            sg.write_pending()
+            for e in sg.entries:
+                if id(self.params[e.pos]) not in keep:
+                    for k, v in list(e.state.items()):
+                        if isinstance(v, torch.Tensor):
+                            e.state[k] = v.clone()
+
+
+def block_numel(block: Block) -> int:
+    n = 1
+    for d in block.shape:
+        n *= d
+    return n

@@ -1,0 +1,255 @@
+"""Shampoo's state per shape group: same-shaped blocks stacked, so one batched call serves them all.
+
+For a group of n blocks of shape (d_1, …, d_k) (k = the order), with G the stack of their gradients
+(n, d_1, …, d_k), β2 = ``betas[1]`` and w = 1−β2 if β2 < 1 else 1 (AdaGrad-style sums):
+
+    accumulate:   H_i ← β2·H_i + w·G_(i) G_(i)ᵀ         H_i: (n, d_i, d_i), G_(i) the mode-i unfolding
+    precondition: P_sh = Ĝ ×_1 H_1^inv ×_2 … ×_k H_k^inv  (a matrix: L^inv Ĝ R^inv)
+
+Both are ``torch.baddbmm`` / ``torch.bmm`` calls on the stack: the mode products contract the first
+dim and rotate it to the end, so after k products the dims are back in order and no permute copies
+are needed. The statistics and roots are float32 (float64 for float64 parameters), the element-wise
+state (filtered gradient, graft accumulator, momentum) is in the parameter's dtype.
+
+Every tensor of the stacks is also visible per parameter: ``optimizer.state[p]`` holds views
+``"block{b}.factor{i}"``, ``"block{b}.root{i}"``, ``"block{b}.exp_avg"``, ... into the stacks, plus
+plain values ``"block{b}.has_root{i}"`` (a root was installed at least once) and
+``"block{b}.root_step"`` (the step whose statistics the installed roots come from). That is what
+``state_dict`` saves and what a rebuilt plan stacks again. A graft-only parameter keeps
+``"exp_avg"``, ``"exp_avg_sq"``, ``"momentum_buffer"`` of its own shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from scalopt.optim.shampoo.blocking import Block
+
+ELEMENTWISE = ("exp_avg", "exp_avg_sq", "momentum_buffer")
+
+
+def stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@dataclass
+class Entry:
+    """One block of a parameter inside a shape group."""
+
+    pos: int  # the parameter's position in its group plan
+    block: Block
+    merged: tuple[int, ...]
+    state: dict[str, Any]  # the parameter's optimizer state
+    describe: Callable[[], str]  # "<parameter name>, block b of c" (built only for messages)
+
+    def key(self, name: str) -> str:
+        return f"block{self.block.index}.{name}"
+
+
+@dataclass
+class Pending:
+    """Roots computed from the statistics of ``snapshot_step``, installed at ``install_step``."""
+
+    install_step: int
+    snapshot_step: int
+    future: Future[Any] | None = None
+    key: Any = None
+    roots: list[torch.Tensor] | None = None  # per factor, (n, d_i, d_i)
+    ok: list[list[bool]] = field(default_factory=list)  # [factor][block]
+    reasons: list[list[str | None]] = field(default_factory=list)
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+
+class DiagUnit:
+    """A parameter the graft alone steps: its element-wise state lives in its own state dict."""
+
+    order = 0
+
+    def __init__(self, pos: int, param: torch.Tensor, state: dict[str, Any]) -> None:
+        self.pos, self.param, self.state = pos, param, state
+        self.t = int(state.get("step", 0))
+
+    def buffer(self, name: str) -> torch.Tensor:
+        buf = self.state.get(name)
+        if buf is None:
+            buf = self.state[name] = torch.zeros_like(self.param, memory_format=torch.preserve_format)
+        return buf
+
+
+class ShapeGroup:
+    """n same-shaped blocks: stacked statistics, roots, element-wise state, pending roots."""
+
+    def __init__(
+        self, shape: tuple[int, ...], entries: list[Entry], t: int, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        self.shape, self.entries, self.t = shape, entries, t
+        self.order, self.n = len(shape), len(entries)
+        self.dtype, self.device, self.sdtype = dtype, device, stats_dtype(dtype)
+        self.factors = [
+            self._stack(f"factor{i}", (d, d), self.sdtype, lambda d=d: torch.zeros(d, d))
+            for i, d in enumerate(shape)
+        ]
+        self.roots = [
+            self._stack(f"root{i}", (d, d), self.sdtype, lambda d=d: torch.eye(d))
+            for i, d in enumerate(shape)
+        ]
+        self.has_root = [
+            [bool(e.state.get(e.key(f"has_root{i}"), False)) for e in entries] for i in range(self.order)
+        ]
+        self.root_step = [int(e.state.get(e.key("root_step"), 0)) for e in entries]
+        for j, e in enumerate(entries):
+            for i in range(self.order):
+                e.state[e.key(f"has_root{i}")] = self.has_root[i][j]
+            e.state[e.key("root_step")] = self.root_step[j]
+        e0 = entries[0]
+        self.buffers: dict[str, torch.Tensor | None] = {
+            name: self._stack(name, shape, dtype, None) if e0.key(name) in e0.state else None
+            for name in ELEMENTWISE
+        }
+        self.pending = self._load_pending()
+        self.refresh_mask()
+
+    # -- stacks and their per-parameter views ----------------------------------------------------
+    def _stack(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        default: Callable[[], torch.Tensor] | None,
+    ) -> torch.Tensor:
+        parts = []
+        for e in self.entries:
+            v = e.state.get(e.key(name))
+            if v is None:
+                v = default() if default is not None else torch.zeros(shape)
+            parts.append(v.to(device=self.device, dtype=dtype).reshape(shape))
+        stack = torch.stack(parts)
+        for j, e in enumerate(self.entries):
+            e.state[e.key(name)] = stack[j]
+        return stack
+
+    def buffer(self, name: str) -> torch.Tensor:
+        buf = self.buffers.get(name)
+        if buf is None:
+            buf = self.buffers[name] = self._stack(name, self.shape, self.dtype, None)
+        return buf
+
+    def refresh_mask(self) -> None:
+        """Which blocks have a root for every factor (before that, the graft alone steps)."""
+        self.rooted = [all(h[j] for h in self.has_root) for j in range(self.n)]
+        self.any_rooted, self.all_rooted = any(self.rooted), all(self.rooted)
+        steps = [s for s, r in zip(self.root_step, self.rooted) if r]
+        self.oldest_root_step = min(steps) if steps else 0
+        shape = (self.n,) + (1,) * self.order
+        self.mask = torch.tensor(self.rooted, device=self.device).view(shape)
+
+    # -- the two per-step products ---------------------------------------------------------------
+    def accumulate(self, g: torch.Tensor, beta2: float) -> None:
+        """H_i ← β2·H_i + w·G_(i) G_(i)ᵀ for every factor i."""
+        x = g.to(self.sdtype)
+        w = 1.0 - beta2 if beta2 < 1.0 else 1.0
+        n, k = self.n, self.order
+        for i, h in enumerate(self.factors):
+            if i == 0:
+                u = x.reshape(n, self.shape[0], -1)
+                h.baddbmm_(u, u.mT, beta=beta2, alpha=w)
+            elif i == k - 1:
+                u = x.reshape(n, -1, self.shape[-1])
+                h.baddbmm_(u.mT, u, beta=beta2, alpha=w)
+            else:
+                u = x.movedim(1 + i, 1).reshape(n, self.shape[i], -1)
+                h.baddbmm_(u, u.mT, beta=beta2, alpha=w)
+
+    def precondition(self, ghat: torch.Tensor) -> torch.Tensor:
+        """P_sh = Ĝ ×_1 H_1^inv … ×_k H_k^inv (each product rotates the contracted dim to the end)."""
+        x = ghat.to(self.sdtype)
+        for d, root in zip(self.shape, self.roots):
+            x = torch.bmm(x.reshape(self.n, d, -1).mT, root)
+        return x.reshape((self.n,) + self.shape)
+
+    # -- roots -----------------------------------------------------------------------------------
+    def install(self, pending: Pending) -> list[str]:
+        """Install resolved roots where they succeeded; returns a description of each failure."""
+        assert pending.roots is not None
+        failures = []
+        for i, (roots, ok) in enumerate(zip(pending.roots, pending.ok)):
+            if all(ok):
+                self.roots[i].copy_(roots)
+            elif any(ok):
+                mask = torch.tensor(ok, device=self.device).view(self.n, 1, 1)
+                self.roots[i].copy_(torch.where(mask, roots, self.roots[i]))
+            for j, e in enumerate(self.entries):
+                if ok[j]:
+                    self.has_root[i][j] = True
+                    e.state[e.key(f"has_root{i}")] = True
+                else:
+                    why = pending.reasons[i][j] if pending.reasons else None
+                    failures.append(f"factor {i} of {e.describe()}: {why}")
+        for j, e in enumerate(self.entries):
+            if any(ok[j] for ok in pending.ok):
+                self.root_step[j] = pending.snapshot_step
+                e.state[e.key("root_step")] = pending.snapshot_step
+        self.refresh_mask()
+        return failures
+
+    def clear_pending_keys(self) -> None:
+        for e in self.entries:
+            for k in [k for k in e.state if k.startswith(e.key("pending"))]:
+                del e.state[k]
+
+    def write_pending(self) -> None:
+        """Mirror the pending roots into the per-parameter state (waiting for them)."""
+        self.clear_pending_keys()
+        for p, pend in enumerate(self.pending):
+            resolve(pend)
+            assert pend.roots is not None
+            for j, e in enumerate(self.entries):
+                e.state[e.key(f"pending{p}.install_step")] = pend.install_step
+                e.state[e.key(f"pending{p}.snapshot_step")] = pend.snapshot_step
+                for i, roots in enumerate(pend.roots):
+                    e.state[e.key(f"pending{p}.root{i}")] = roots[j]
+                    e.state[e.key(f"pending{p}.ok{i}")] = pend.ok[i][j]
+
+    def _load_pending(self) -> list[Pending]:
+        out = []
+        e0 = self.entries[0]
+        p = 0
+        while e0.key(f"pending{p}.install_step") in e0.state:
+            pend = Pending(int(e0.state[e0.key(f"pending{p}.install_step")]), 0)
+            pend.snapshot_step = int(e0.state[e0.key(f"pending{p}.snapshot_step")])
+            pend.roots = [
+                torch.stack([e.state[e.key(f"pending{p}.root{i}")] for e in self.entries]).to(
+                    device=self.device, dtype=self.sdtype
+                )
+                for i in range(self.order)
+            ]
+            pend.ok = [
+                [bool(e.state[e.key(f"pending{p}.ok{i}")]) for e in self.entries] for i in range(self.order)
+            ]
+            pend.reasons = [
+                [None if ok else "failed before the checkpoint was taken" for ok in oks] for oks in pend.ok
+            ]
+            out.append(pend)
+            p += 1
+        return out
+
+
+def resolve(pending: Pending) -> float:
+    """Wait for a pending root computation; returns the seconds spent waiting."""
+    if pending.roots is not None:
+        return 0.0
+    start = time.perf_counter()
+    assert pending.future is not None
+    results = pending.future.result()
+    waited = time.perf_counter() - start
+    roots, ok, reasons, error, seconds = results[pending.key]
+    pending.roots, pending.ok, pending.reasons, pending.error = roots, ok, reasons, error
+    pending.seconds, pending.future = seconds, None
+    return waited

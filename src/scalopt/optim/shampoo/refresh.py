@@ -1,0 +1,207 @@
+"""When and how Shampoo's inverse roots are refreshed: schedule, batching, failure policy, async worker.
+
+Schedule (t = the block's 1-based step, f = ``precondition_frequency``, s = the start step):
+
+    root step  ⇔  t = s  or  (t > s and t mod f = 0)
+    at a root step:  Ĥ_i = H_i/(1−β2^t) if β2 < 1 else H_i ;  H_i^inv ← (Ĥ_i + ε·I)^(−1/(2k))
+
+All factors due at a step are batched by (size, exponent): one ``scalopt.linalg.inverse_root`` call
+per distinct pair, whatever the number of blocks and parameter groups.
+
+Failure policy (ALGORITHMS.md §1):
+1. non-finite Ĥ raises ``FloatingPointError`` at once, naming the parameter, block and factor, with
+   NaN/Inf counts, the finite range and hints;
+2. a root that fails (the solver raises, returns non-finite values, or Newton does not converge;
+   float64 retries included) keeps the previous root (identity before the first success) and warns;
+3. an install with any failure adds 1 to a counter, one without resets it; more than
+   ``MAX_CONSECUTIVE_FAILURES`` = 3 consecutive raises ``RootFailureError``, chained to the last
+   exception the solver raised.
+
+Asynchronous roots (``async_roots=True``): at a root step t0 the Ĥ are snapshotted and the roots
+computed on one background thread while training continues; they are installed at the start of step
+t0 + f, waiting if unfinished. The staleness is exactly f, whatever the timing, so a run is
+deterministic and equals a synchronous run whose installation is delayed by f. Failure handling
+runs at install. Without it, roots are installed at the root step itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from scalopt.linalg import finite_rows, inverse_root, nonfinite_report
+from scalopt.optim.shampoo.preconditioner import Pending, ShapeGroup, resolve
+
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+class RootFailureError(RuntimeError):
+    """Inverse roots failed at more than ``MAX_CONSECUTIVE_FAILURES`` consecutive root steps."""
+
+
+class InlineExecutor(Executor):
+    """Runs a submitted function at once (a synchronous stand-in for the background thread)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            future.set_exception(exc)
+        return future
+
+
+# one batched solve: (p, stack, eps per matrix, [(group index, factor, start, stop)])
+Batch = tuple[int, torch.Tensor, torch.Tensor, list[tuple[int, int, int, int]]]
+
+
+def compute_roots(batches: list[Batch], n_groups: int, method: str, dtype: torch.dtype) -> dict[int, Any]:
+    """Solve every batch; results per group index: (roots, ok, reasons, error, seconds) per factor."""
+    out: dict[int, list[Any]] = {}
+    for p, stack, eps, slots in batches:
+        start = time.perf_counter()
+        res = inverse_root(stack, p, eps, method=method, dtype=dtype)
+        share = (time.perf_counter() - start) / len(slots)
+        for g, i, a, b in slots:
+            entry = out.setdefault(g, [{}, {}, {}, None, 0.0])
+            entry[0][i], entry[1][i], entry[2][i] = res.roots[a:b], res.ok[a:b], res.reasons[a:b]
+            entry[3] = res.error or entry[3]
+            entry[4] += share
+    return {
+        g: ([r[i] for i in sorted(r)], [o[i] for i in sorted(o)], [w[i] for i in sorted(w)], err, sec)
+        for g, (r, o, w, err, sec) in out.items()
+    }
+
+
+class RootRefresher:
+    """The root schedule, batching and failure policy of one Shampoo optimizer."""
+
+    def __init__(
+        self,
+        *,
+        frequency: int,
+        start: float,
+        method: str,
+        dtype: torch.dtype,
+        async_roots: bool,
+        count: Callable[[str, float], None],
+        counters: Callable[[], dict[str, float]],
+    ) -> None:
+        self.frequency, self.start = frequency, start
+        self.method, self.dtype, self.async_roots = method, dtype, async_roots
+        self.count, self.counters = count, counters
+        self.executor: Executor | None = None
+
+    def due(self, t: int) -> bool:
+        return t == self.start or (t > self.start and t % self.frequency == 0)
+
+    # -- refresh -----------------------------------------------------------------------------------
+    def refresh(self, items: list[tuple[ShapeGroup, float, float]]) -> None:
+        """Roots for every (group, β2, ε) due now: computed and installed, or submitted (async)."""
+        if not items:
+            return
+        batches: dict[tuple[int, int, torch.dtype, torch.device], list[Any]] = {}
+        for g, (sg, beta2, eps) in enumerate(items):
+            for i, h in enumerate(sg.factors):
+                hhat = h / (1.0 - beta2**sg.t) if beta2 < 1.0 else h.clone()
+                self._check_finite(sg, i, hhat)
+                key = (h.shape[-1], 2 * sg.order, h.dtype, h.device)
+                batches.setdefault(key, []).append((g, i, hhat, eps))
+        work: list[Batch] = []
+        for (_, p, dtype, device), parts in batches.items():
+            slots, offset = [], 0
+            for g, i, hhat, _ in parts:
+                slots.append((g, i, offset, offset + hhat.shape[0]))
+                offset += hhat.shape[0]
+            eps = torch.cat(
+                [torch.full((hhat.shape[0],), e, dtype=dtype, device=device) for _, _, hhat, e in parts]
+            )
+            work.append((p, torch.cat([hhat for _, _, hhat, _ in parts]), eps, slots))
+        if self.async_roots:
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalopt-shampoo-roots")
+            future = self.executor.submit(compute_roots, work, len(items), self.method, self.dtype)
+            for g, (sg, _, _) in enumerate(items):
+                sg.pending.append(Pending(sg.t + self.frequency, sg.t, future=future, key=g))
+            return
+        results = compute_roots(work, len(items), self.method, self.dtype)
+        failures, error = [], None
+        for g, (sg, _, _) in enumerate(items):
+            roots, ok, reasons, err, seconds = results[g]
+            pend = Pending(sg.t, sg.t, roots=roots, ok=ok, reasons=reasons, error=err, seconds=seconds)
+            failures += sg.install(pend)
+            error = err or error
+            self.count("root_seconds", seconds)
+        self._account(failures, error, items[0][0].t)
+
+    def install_due(self, groups: list[ShapeGroup]) -> None:
+        """At the start of a step: install the pending roots whose install step has come."""
+        failures: list[str] = []
+        error, installed, step = None, False, 0
+        for sg in groups:
+            while sg.pending and sg.pending[0].install_step <= sg.t:
+                pend = sg.pending.pop(0)
+                self.count("root_wait_seconds", resolve(pend))
+                self.count("root_seconds", pend.seconds)
+                failures += sg.install(pend)
+                sg.clear_pending_keys()
+                error = pend.error or error
+                installed, step = True, sg.t
+        if installed:
+            self._account(failures, error, step)
+
+    def wait_all(self, groups: list[ShapeGroup]) -> None:
+        for sg in groups:
+            for pend in sg.pending:
+                self.count("root_wait_seconds", resolve(pend))
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+            self.executor = None
+
+    # -- failure policy ------------------------------------------------------------------------------
+    def _check_finite(self, sg: ShapeGroup, i: int, hhat: torch.Tensor) -> None:
+        finite = finite_rows(hhat)
+        if bool(finite.all()):
+            return
+        j = int((~finite).nonzero()[0])
+        raise FloatingPointError(
+            f"Shampoo: non-finite statistics in factor {i} of {sg.entries[j].describe()} at step {sg.t} "
+            f"({nonfinite_report(hhat[j])}). The gradients were finite but their products overflowed or "
+            f"the state was corrupted: lower the learning rate, clip gradients, start preconditioning "
+            f"later (start_preconditioning_step) or use a larger grafting_eps"
+        )
+
+    def _account(self, failures: list[str], error: BaseException | None, step: int) -> None:
+        counters = self.counters()
+        if not failures:
+            counters["root_consecutive_failures"] = 0
+            return
+        self.count("root_failures", len(failures))
+        consecutive = counters.get("root_consecutive_failures", 0) + 1
+        counters["root_consecutive_failures"] = consecutive
+        shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
+        if consecutive > MAX_CONSECUTIVE_FAILURES:
+            raise RootFailureError(
+                f"Shampoo: inverse roots failed at {consecutive} consecutive root steps (more than "
+                f"{MAX_CONSECUTIVE_FAILURES} tolerated), last at step {step}: {shown}. Raise eps, use "
+                f"root_dtype=torch.float64, or check the statistics"
+            ) from error
+        warnings.warn(
+            f"Shampoo: {len(failures)} inverse root(s) failed at step {step}; keeping the previous roots "
+            f"(identity before the first success), {consecutive} consecutive: {shown}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def start_step(start: float | None, frequency: int) -> float:
+    """``start_preconditioning_step`` resolved: None means the precondition frequency."""
+    return float(frequency) if start is None else (math.inf if math.isinf(start) else int(start))
