@@ -47,11 +47,20 @@ class _CrashingWorkload:
         return self.inner.loss(model, batch)
 
 
-@pytest.mark.parametrize("optimizer,hparams", [
-    ("clipped-sgd", {"lr": 0.3, "max_norm": 1.0, "momentum": 0.9}),
-    ("generic-adam", {"lr": 1e-2, "lr_decay": {"type": "InvPower", "s": 0.5},
-                      "beta2_schedule": {"type": "OneMinusInvPower", "theta": 0.1, "r": 1.0}}),
-])
+@pytest.mark.parametrize(
+    "optimizer,hparams",
+    [
+        ("clipped-sgd", {"lr": 0.3, "max_norm": 1.0, "momentum": 0.9}),
+        (
+            "generic-adam",
+            {
+                "lr": 1e-2,
+                "lr_decay": {"type": "InvPower", "s": 0.5},
+                "beta2_schedule": {"type": "OneMinusInvPower", "theta": 0.1, "r": 1.0},
+            },
+        ),
+    ],
+)
 def test_resumed_run_ends_exactly_like_uninterrupted(tmp_path, optimizer, hparams):
     spec = _spec(optimizer=optimizer, hparams=hparams)
     full = train_run(spec, tmp_path / "full", checkpoint_every=10, progress=False)
@@ -86,7 +95,9 @@ def test_header_is_self_describing(tmp_path):
     assert saved["spec"]["hparams"]["max_norm"] == 1.0 and saved["world_size"] == 1
     assert {"sha", "dirty"} <= set(saved["environment"]["git"])
     row = records.read_rows(tmp_path / "r")[-1]
-    assert {"step", "loss", "step_time", "wall", "eval_loss", "opt_grad_norm", "opt_clip_fraction"} <= set(row)
+    assert {"step", "loss", "step_time", "wall", "eval_loss", "opt_grad_norm", "opt_clip_fraction"} <= set(
+        row
+    )
 
 
 def test_quick_suite_end_to_end_report(tmp_path):
@@ -119,8 +130,26 @@ def test_cli_unknown_names_exit_2_listing_valid_names(capsys):
 
 def test_cli_train_and_list(tmp_path, capsys):
     out = tmp_path / "t"
-    code = main(["train", "--workload", "digits", "--optimizer", "clipped-sgd", "--lr", "0.1", "--set", "max_norm=1.0",
-                 "--steps", "20", "--eval-every", "10", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--workload",
+            "digits",
+            "--optimizer",
+            "clipped-sgd",
+            "--lr",
+            "0.1",
+            "--set",
+            "max_norm=1.0",
+            "--steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert (out / "report.md").exists()
     assert main(["list"]) == 0
@@ -130,10 +159,28 @@ def test_cli_train_and_list(tmp_path, capsys):
 
 def test_cli_invalid_hyperparameter_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="max_norm"):
-        main(["train", "--workload", "digits", "--optimizer", "clipped-sgd", "--lr", "0.1", "--set", "max_norm=-1",
-              "--steps", "2", "--out", str(tmp_path), "--no-progress"])
+        main(
+            [
+                "train",
+                "--workload",
+                "digits",
+                "--optimizer",
+                "clipped-sgd",
+                "--lr",
+                "0.1",
+                "--set",
+                "max_norm=-1",
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
 
 
 def test_python_dash_m_entry_point():
-    result = subprocess.run([sys.executable, "-m", "scalopt", "list"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "scalopt", "list"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and "torch-adamw" in result.stdout

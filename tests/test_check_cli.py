@@ -33,5 +33,9 @@ def test_generic_adam_warns_when_condition_fails():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         scalopt.GenericAdam(
-            p, lr=1e-3, lr_decay=InvPower(0.5), beta2_schedule=OneMinusInvPower(0.1, 1.0), check_convergence=True
+            p,
+            lr=1e-3,
+            lr_decay=InvPower(0.5),
+            beta2_schedule=OneMinusInvPower(0.1, 1.0),
+            check_convergence=True,
         )

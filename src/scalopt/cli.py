@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
 
 
 def _default_threads() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+    return 1
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -167,7 +166,9 @@ def _cmd_check_adam(args: argparse.Namespace) -> int:
     try:
         lr_decay = parse_schedule(args.lr_decay, kind="lr_decay") if args.lr_decay else None
         beta2 = parse_schedule(args.beta2, kind="beta2")
-        report = check_adam(lr=args.lr, lr_decay=lr_decay, beta2=beta2, beta1=args.beta1, horizon=args.horizon)
+        report = check_adam(
+            lr=args.lr, lr_decay=lr_decay, beta2=beta2, beta1=args.beta1, horizon=args.horizon
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(report)
@@ -214,7 +215,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="theory diagnostics")
     csub = c.add_subparsers(dest="check", required=True)
-    ca = csub.add_parser("adam", help="the Generic Adam sufficient convergence condition (exit 1 if it fails)")
+    ca = csub.add_parser(
+        "adam", help="the Generic Adam sufficient convergence condition (exit 1 if it fails)"
+    )
     ca.add_argument("--lr", type=float, default=1e-3, help="base step size")
     ca.add_argument("--lr-decay", help='decay of the step size in t, e.g. "1/sqrt(t)" (default: constant)')
     ca.add_argument("--beta2", default="0.999", help='second-moment weight θ_t, e.g. "1-1/t" or 0.999')

@@ -1,0 +1,53 @@
+"""Distributed algorithms that talk through a ``Comm``, and the Comms they talk through.
+
+Comms: ``TorchComm`` (a real process group: under ``torchrun`` call
+``torch.distributed.init_process_group("gloo")`` then ``TorchComm()``), ``SimComm(world_size)``
+(logical ranks in one process: ``SimComm(4).run(fn, *args)``), ``launch(fn, world_size, *args)``
+(N gloo processes on loopback, ``fn(comm, *args)`` in each). ``NetworkModel`` emulates a slow
+network. The ``Comm`` protocol itself lives in ``scalopt.core.comm``.
+
+Algorithms (real ``torch.optim.Optimizer`` wrappers): ``DataParallelOptimizer``, ``LocalSGD``,
+``CELGC``, ``OverlapLocalSGD``; ``hogwild`` (lock-free shared-memory workers). Checkpoints:
+``save_checkpoint`` / ``load_checkpoint`` (per-rank shards plus a manifest).
+"""
+
+from scalopt.core.comm import Comm, Handle, NetworkModel, SingleComm, wire_bytes
+from scalopt.distributed.celgc import CELGC
+from scalopt.distributed.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from scalopt.distributed.data_parallel import DataParallelOptimizer
+from scalopt.distributed.hogwild import Diminishing, HogwildResult, hogwild
+from scalopt.distributed.launcher import LaunchError, launch
+from scalopt.distributed.local_sgd import LocalSGD
+from scalopt.distributed.overlap import OverlapLocalSGD
+from scalopt.distributed.sim_comm import CollectiveMismatch, RankError, SimAbort, SimComm, SimRankComm
+from scalopt.distributed.torch_comm import CommError, TorchComm
+from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector
+
+__all__ = [
+    "CELGC",
+    "CheckpointError",
+    "CollectiveMismatch",
+    "Comm",
+    "CommError",
+    "DataParallelOptimizer",
+    "Diminishing",
+    "DistributedOptimizer",
+    "Handle",
+    "HogwildResult",
+    "LaunchError",
+    "LocalSGD",
+    "ModelVector",
+    "NetworkModel",
+    "OverlapLocalSGD",
+    "RankError",
+    "SimAbort",
+    "SimComm",
+    "SimRankComm",
+    "SingleComm",
+    "TorchComm",
+    "hogwild",
+    "launch",
+    "load_checkpoint",
+    "save_checkpoint",
+    "wire_bytes",
+]

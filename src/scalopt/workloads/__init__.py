@@ -1,0 +1,56 @@
+"""The embedded, offline workloads and their registry.
+
+``get(name, **overrides)`` builds a workload by registry name with config overrides;
+``names()`` lists them. See :mod:`scalopt.workloads.base` for the interface.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from scalopt.workloads.base import Point, Workload
+from scalopt.workloads.ctr import CTR
+from scalopt.workloads.digits import Digits
+from scalopt.workloads.l0l1 import L0L1
+from scalopt.workloads.quadratic import Quadratic
+from scalopt.workloads.rosenbrock import Rosenbrock
+from scalopt.workloads.stdlib_lm import StdlibLM
+
+WORKLOADS: dict[str, type[Workload]] = {
+    cls.name: cls for cls in (StdlibLM, Digits, CTR, L0L1, Quadratic, Rosenbrock)
+}
+
+
+def names() -> list[str]:
+    """Registry names, sorted."""
+    return sorted(WORKLOADS)
+
+
+def get(name: str, **overrides: Any) -> Workload:
+    """The workload ``name`` with its pinned config, changed by ``overrides`` (validated)."""
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; valid names: {', '.join(names())}")
+    cls = WORKLOADS[name]
+    valid = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in overrides:
+        if key not in valid:
+            raise ValueError(
+                f"unknown config field {key!r} for workload {name!r}; valid fields: {', '.join(valid)}"
+            )
+    return cls(**overrides)
+
+
+__all__ = [
+    "CTR",
+    "L0L1",
+    "WORKLOADS",
+    "Digits",
+    "Point",
+    "Quadratic",
+    "Rosenbrock",
+    "StdlibLM",
+    "Workload",
+    "get",
+    "names",
+]
