@@ -3,6 +3,8 @@
     scalopt bench                                   the default suite on stdlib-lm, report in runs/default
     scalopt bench --suite quick --seeds 1 --out runs/quick
     scalopt train --workload digits --optimizer clipped-sgd --set lr=0.1 --set max_norm=1 --steps 300
+    scalopt train --workers 2 --algorithm celgc --optimizer clipped-sgd --set lr=0.3 --set max_norm=1 \
+        --algorithm-set period=8 --network 1e-3,125e6
     scalopt report runs/default                     re-render from records, never trains
     scalopt list
     scalopt check adam --lr 1e-3 --lr-decay "1/sqrt(t)" --beta2 "1-1/t"
@@ -62,6 +64,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         wl = workloads.WORKLOADS[name]
         doc = (wl.__doc__ or "").strip().splitlines()[0] if wl.__doc__ else ""
         print(f"  {name:22s} {doc}")
+    from scalopt.distributed import registry as algorithms
+
+    print("distributed algorithms (scalopt train --workers N --algorithm NAME):")
+    print("  " + ", ".join(algorithms.names()))
     print("suites:")
     for name in suites.names():
         doc = (suites.get(name).__doc__ or "").strip().splitlines()
@@ -89,6 +95,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from scalopt.report import render
 
     _check_names(workload=args.workload, optimizer=args.optimizer)
+    if args.workers > 1 and args.algorithm is None:
+        args.algorithm = "data-parallel"
+    if args.algorithm is not None:
+        from scalopt.distributed import registry as algorithms
+
+        if args.algorithm not in algorithms.names():
+            raise UsageError(
+                f"unknown algorithm {args.algorithm!r}; valid names: {', '.join(algorithms.names())}"
+            )
+    network = None
+    if args.network:
+        try:
+            latency, bandwidth = (float(x) for x in args.network.split(","))
+        except ValueError:
+            raise UsageError(
+                f"--network must be LATENCY_S,BYTES_PER_S (e.g. 1e-3,125e6), got {args.network!r}"
+            ) from None
+        network = (latency, bandwidth)
     hparams = _pairs(args.set, "--set")
     if args.lr is not None:
         hparams["lr"] = args.lr
@@ -103,7 +127,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             steps=args.steps or wl.default_steps,
             seed=args.seed,
             eval_every=args.eval_every,
-            label=args.label or args.optimizer,
+            label=args.label or (f"{args.algorithm} {args.optimizer}" if args.algorithm else args.optimizer),
+            workers=args.workers,
+            algorithm=args.algorithm,
+            algorithm_args=_pairs(args.algorithm_set, "--algorithm-set"),
+            network=network,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -204,6 +232,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--eval-every", type=int, default=50)
     t.add_argument("--label")
+    t.add_argument(
+        "--workers", type=int, default=1, help="gloo processes on loopback (default algorithm: data-parallel)"
+    )
+    t.add_argument(
+        "--algorithm", help="distributed algorithm: data-parallel, local-sgd, celgc, overlap-local-sgd"
+    )
+    t.add_argument("--algorithm-set", action="append", default=[], metavar="KEY=VALUE", help="e.g. period=8")
+    t.add_argument("--network", help="emulated network for every collective: LATENCY_S,BYTES_PER_S")
     run_options(t)
     t.set_defaults(func=_cmd_train)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from scalopt.bench.distributed_run import run_distributed
 from scalopt.bench.loop import train_run
 from scalopt.bench.spec import RunSpec
 
@@ -49,13 +50,22 @@ def run_specs(
     headers = []
     for i, spec in enumerate(specs, start=1):
         t0 = time.perf_counter()
-        header = train_run(
-            spec,
-            out_dir / "runs" / spec.run_id,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            progress=progress,
-        )
+        if spec.distributed:
+            header = run_distributed(
+                spec,
+                out_dir / "runs" / spec.run_id,
+                checkpoint_every=checkpoint_every,
+                resume=resume,
+                threads=threads,
+            )
+        else:
+            header = train_run(
+                spec,
+                out_dir / "runs" / spec.run_id,
+                checkpoint_every=checkpoint_every,
+                resume=resume,
+                progress=progress,
+            )
         final = header.get("final", {})
         log(
             f"[{i}/{len(specs)}] {spec.workload} {spec.label} seed {spec.seed}: "

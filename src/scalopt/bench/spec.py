@@ -28,14 +28,27 @@ class RunSpec:
     label: str = ""
     eval_every: int = 50
     target_loss: float | None = None  # None: the workload's default target
+    workers: int = 1
+    algorithm: str | None = None  # a scalopt.distributed registry name (needs workers >= 1)
+    algorithm_args: dict[str, Any] = field(default_factory=dict)
+    network: tuple[float, float] | None = None  # NetworkModel(latency_s, bandwidth_bytes_per_s)
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, minimum=1)
         check_int("seed", self.seed, minimum=0)
         check_int("eval_every", self.eval_every, minimum=1)
+        check_int("workers", self.workers, minimum=1)
+        if self.workers > 1 and self.algorithm is None:
+            raise ValueError(f"workers={self.workers} needs an algorithm (e.g. 'data-parallel')")
+        if self.network is not None:
+            object.__setattr__(self, "network", tuple(self.network))
         if not self.label:
             object.__setattr__(self, "label", self.optimizer)
         json.dumps(self.to_dict())  # hyperparameters must be plain data (records are JSON)
+
+    @property
+    def distributed(self) -> bool:
+        return self.algorithm is not None
 
     @property
     def data_seed(self) -> int:

@@ -28,6 +28,7 @@ def table(groups: list[Group], workload: str) -> list[str]:
     rows = [g for g in groups if g.workload == workload]
     base = baseline_step_time(groups, workload)
     show_bytes = any(g.bytes_per_step() is not None for g in rows)
+    show_workers = any(g.workers() > 1 for g in rows)
     head = [
         "optimizer",
         "seeds",
@@ -38,6 +39,9 @@ def table(groups: list[Group], workload: str) -> list[str]:
         "median opt.step() (ms)",
         f"step time / {BASELINE}",
     ]
+    if show_workers:
+        head[1:1] = ["workers", "network"]
+        head += ["wall s/step", "rounds/step"]
     if show_bytes:
         head.append("bytes/step/rank")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -55,6 +59,9 @@ def table(groups: list[Group], workload: str) -> list[str]:
             _fmt(st * 1e3, 3),
             _fmt(st / base, 2) + "×" if base else "—",
         ]
+        if show_workers:
+            cells[1:1] = [str(g.workers()), g.network()]
+            cells += [_fmt(g.wall_per_step(), 4), _fmt(g.rounds_per_step(), 4)]
         if show_bytes:
             cells.append(_bytes(g.bytes_per_step()))
         lines.append("| " + " | ".join(cells) + " |")

@@ -41,6 +41,10 @@ class Run:
         times = [r["step_time"] for r in self.rows[WARMUP_STEPS:]] or [r["step_time"] for r in self.rows]
         return statistics.median(times) if times else math.nan
 
+    def last_per_step(self, key: str) -> float | None:
+        rows = [r for r in self.rows if key in r]
+        return rows[-1][key] / max(rows[-1]["step"], 1) if rows else None
+
     def bytes_per_step(self) -> float | None:
         with_bytes = [r for r in self.rows if "bytes_sent" in r]
         if not with_bytes:
@@ -78,6 +82,22 @@ class Group:
     def bytes_per_step(self) -> float | None:
         values = [b for b in (r.bytes_per_step() for r in self.runs) if b is not None]
         return statistics.fmean(values) if values else None
+
+    def rounds_per_step(self) -> float:
+        values = [v for v in (r.last_per_step("rounds") for r in self.runs) if v is not None]
+        return statistics.fmean(values) if values else math.nan
+
+    def wall_per_step(self) -> float:
+        return statistics.fmean(r.last_per_step("wall") or math.nan for r in self.runs)
+
+    def workers(self) -> int:
+        return int(self.runs[0].header.get("world_size", 1))
+
+    def network(self) -> str:
+        net = self.runs[0].spec.get("network")
+        if not net:
+            return "none"
+        return f"{net[0] * 1e3:g} ms, {net[1] * 8 / 1e9:g} Gbit/s"
 
 
 def load_runs(out_dir: Path) -> list[Run]:
