@@ -10,7 +10,7 @@ import pytest
 
 from scalopt import workloads
 from scalopt.bench import RunSpec, records, run_specs, train_run
-from scalopt.bench.suites import QUICK_WORKLOAD, quick
+from scalopt.bench.suites.core import QUICK_WORKLOAD, quick
 from scalopt.cli import main
 from scalopt.report import render
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scalopt.bench import RunSpec, records, run_specs
-from scalopt.bench.suites import QUICK_WORKLOAD
+from scalopt.bench.suites.core import QUICK_WORKLOAD
 from scalopt.cli import main
 from scalopt.report import render
 

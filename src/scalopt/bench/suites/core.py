@@ -1,18 +1,12 @@
-"""Suites: named functions returning the RunSpecs a benchmark trains.
-
-``default`` is what ``scalopt bench`` runs: torch's AdamW against scalopt's element-wise
+"""The core suites. ``default`` is what ``scalopt bench`` runs: torch's AdamW against scalopt's element-wise
 optimizers on ``stdlib-lm``. ``quick`` is a seconds-long end-to-end check for tests.
 Learning rates were picked by a short sweep on the same workload (see the README).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from scalopt.bench.spec import RunSpec
 from scalopt.schedules import InvPower, OneMinusInvPower, to_dict
-
-Suite = Callable[[int], list[RunSpec]]
 
 #: (optimizer, label, hyperparameters) of the default comparison on stdlib-lm.
 DEFAULT_CONFIGS: list[tuple[str, str, dict]] = [
@@ -83,17 +77,3 @@ def quick(seeds: int = 1) -> list[RunSpec]:
             )
         )
     return specs
-
-
-SUITES: dict[str, Suite] = {"default": default, "quick": quick}
-
-
-def names() -> list[str]:
-    return sorted(SUITES)
-
-
-def get(name: str) -> Suite:
-    try:
-        return SUITES[name]
-    except KeyError:
-        raise ValueError(f"unknown suite {name!r}; valid names: {', '.join(names())}") from None
