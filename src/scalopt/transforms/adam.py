@@ -60,12 +60,11 @@ class scale_by_adam:  # noqa: N801 - transforms are verbs
             else:
                 theta = b.per_step(self.beta2_schedule)
                 torch._foreach_mul_(v, theta)
-                g2 = torch._foreach_mul(g, g)
-                torch._foreach_mul_(g2, [1.0 - th for th in theta])
-                torch._foreach_add_(v, g2)
+                torch._foreach_addcmul_(v, g, g, [1.0 - th for th in theta])
+                bc2 = []
                 for s, th in zip(b.states, theta):
                     s["beta2_product"] *= th
-                bc2 = [1.0 - s["beta2_product"] for s in b.states]
+                    bc2.append(1.0 - s["beta2_product"])
             decay = b.per_step(self.lr_decay) if self.lr_decay is not None else None
             if bias_correction:
                 bc1 = b.bias_correction(beta1)
