@@ -184,3 +184,29 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "scalopt", "list"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "torch-adamw" in result.stdout
+
+
+def test_ctrl_c_keeps_finished_runs_and_resume_finishes(tmp_path, monkeypatch, capsys):
+    import scalopt.bench.runner as runner
+
+    real, calls = runner.train_run, []
+
+    def interrupted(spec, run_dir, **kwargs):
+        calls.append(spec.label)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(spec, run_dir, **kwargs)
+
+    monkeypatch.setattr(runner, "train_run", interrupted)
+    out = tmp_path / "q"
+    assert main(["bench", "--suite", "quick", "--seeds", "1", "--out", str(out), "--no-progress"]) == 130
+    assert "--resume" in capsys.readouterr().err
+    done = [records.read_header(d)["status"] for d in records.list_runs(out)]
+    assert done == ["done"]
+    monkeypatch.setattr(runner, "train_run", real)
+    assert (
+        main(["bench", "--suite", "quick", "--seeds", "1", "--out", str(out), "--no-progress", "--resume"])
+        == 0
+    )
+    assert [records.read_header(d)["status"] for d in records.list_runs(out)] == ["done"] * 3
+    assert (out / "report.md").exists()
