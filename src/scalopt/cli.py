@@ -70,8 +70,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("  " + ", ".join(algorithms.names()))
     print("suites:")
     for name in suites.names():
-        doc = (suites.get(name).__doc__ or "").strip().splitlines()
-        print(f"  {name:22s} {doc[0] if doc else ''}")
+        print(f"  {name:22s} {suites.summary(name)}")
     return 0
 
 

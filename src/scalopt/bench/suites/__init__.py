@@ -13,14 +13,14 @@ from scalopt.bench.spec import RunSpec
 
 Suite = Callable[[int], list[RunSpec]]
 
-#: suite name -> (module under scalopt.bench.suites, function name)
-SUITES: dict[str, tuple[str, str]] = {
-    "default": ("core", "default"),
-    "quick": ("core", "quick"),
-    "shampoo": ("shampoo", "shampoo"),
-    "distributed": ("distributed", "distributed"),
-    "compression": ("compression", "compression"),
-    "adam-condition": ("adam_condition", "adam_condition"),
+#: suite name -> (module under scalopt.bench.suites, function name, one-line summary)
+SUITES: dict[str, tuple[str, str, str]] = {
+    "default": ("core", "default", "torch AdamW vs the element-wise optimizers on stdlib-lm (the main job)"),
+    "quick": ("core", "quick", "seconds: a tiny end-to-end check"),
+    "shampoo": ("shampoo", "shampoo", "Shampoo vs AdamW on stdlib-lm and digits, with a learning-rate sweep"),
+    "distributed": ("distributed", "distributed", "sync clipped SGD, CELGC, Overlap Local-SGD, DP Adam"),
+    "compression": ("compression", "compression", "Efficient-Adam and DDP hooks vs fp32 all-reduce"),
+    "adam-condition": ("adam_condition", "adam_condition", "Generic Adam on the Reddi counterexample"),
 }
 
 
@@ -28,8 +28,12 @@ def names() -> list[str]:
     return sorted(SUITES)
 
 
+def summary(name: str) -> str:
+    return SUITES[name][2]
+
+
 def get(name: str) -> Suite:
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; valid names: {', '.join(names())}")
-    module, function = SUITES[name]
+    module, function, _ = SUITES[name]
     return getattr(importlib.import_module(f"scalopt.bench.suites.{module}"), function)
