@@ -25,17 +25,51 @@ import torch
 from scalopt.core.base import ScaloptOptimizer
 
 
-@dataclass
 class GroupBatch:
-    """One param group's parameters that have gradients, with their state and current updates."""
+    """One param group's parameters that have gradients, with their state and current updates.
 
-    group: dict[str, Any]
-    params: list[torch.Tensor]
-    updates: list[torch.Tensor]
-    states: list[dict[str, Any]]
-    #: False while ``updates`` aliases tensors it must not change (the gradients, a momentum buffer):
-    #: transforms then write out of place.
-    owned: bool = False
+    ``updates`` is the current direction u. A transform whose direction is a quotient (Adam's
+    m/(√v̂ + ε)) may hand it over unevaluated with :meth:`set_quotient`: the adapter then applies it
+    fused (``addcdiv``) and the quotient is only formed if a later transform reads ``updates``.
+    """
+
+    def __init__(
+        self, group: dict[str, Any], params: list[torch.Tensor], updates: list[torch.Tensor], states: list
+    ) -> None:
+        self.group, self.params, self.states = group, params, states
+        self._updates = updates
+        self._denominator: list[torch.Tensor] | None = None
+        self._param_coef = 0.0  # u also holds param_coef·x (deferred with a pending quotient)
+        #: False while ``updates`` aliases tensors it must not change (the gradients, a momentum
+        #: buffer): transforms then write out of place.
+        self.owned = False
+
+    @property
+    def updates(self) -> list[torch.Tensor]:
+        if self._denominator is not None:
+            self._updates, self._denominator = torch._foreach_div(self._updates, self._denominator), None
+            self.owned = True
+            if self._param_coef:
+                torch._foreach_add_(self._updates, self.params, alpha=self._param_coef)
+                self._param_coef = 0.0
+        return self._updates
+
+    @updates.setter
+    def updates(self, value: list[torch.Tensor]) -> None:
+        self._updates, self._denominator, self._param_coef = value, None, 0.0
+
+    def set_quotient(self, numerator: list[torch.Tensor], denominator: list[torch.Tensor]) -> None:
+        """u = numerator / denominator, evaluated lazily; neither list is written to."""
+        self._updates, self._denominator, self.owned, self._param_coef = numerator, denominator, False, 0.0
+
+    def apply(self, lr: float) -> None:
+        """x ← x − lr·u: the one place parameters change."""
+        if self._denominator is not None:
+            if self._param_coef:  # x − lr·(n/d + c·x) = (1 − lr·c)·x − lr·n/d, AdamW's order
+                torch._foreach_mul_(self.params, 1.0 - lr * self._param_coef)
+            torch._foreach_addcdiv_(self.params, self._updates, self._denominator, value=-lr)
+        else:
+            torch._foreach_add_(self.params, self._updates, alpha=-lr)
 
     def buffers(self, key: str) -> list[torch.Tensor]:
         return [s[key] for s in self.states]
@@ -57,18 +91,27 @@ class GroupBatch:
 
     def scale(self, factors: float | list[float]) -> None:
         """``u ← factor·u`` (one factor per parameter, or one for all)."""
+        u = self.updates
         if self.owned:
-            torch._foreach_mul_(self.updates, factors)
+            torch._foreach_mul_(u, factors)
         else:
-            self.updates = torch._foreach_mul(self.updates, factors)
+            self.updates = torch._foreach_mul(u, factors)
             self.owned = True
+
+    def add_params(self, alpha: float) -> None:
+        """``u ← u + alpha·x`` (kept symbolic while a quotient is pending, so AdamW stays fused)."""
+        if self._denominator is not None:
+            self._param_coef += alpha
+        else:
+            self.add(self.params, alpha)
 
     def add(self, others: list[torch.Tensor], alpha: float) -> None:
         """``u ← u + alpha·other``."""
+        u = self.updates
         if self.owned:
-            torch._foreach_add_(self.updates, others, alpha=alpha)
+            torch._foreach_add_(u, others, alpha=alpha)
         else:
-            self.updates = torch._foreach_add(self.updates, others, alpha=alpha)
+            self.updates = torch._foreach_add(u, others, alpha=alpha)
             self.owned = True
 
 
@@ -141,5 +184,5 @@ class ChainOptimizer(ScaloptOptimizer):
         for t in self.transforms:
             t.update(batches, ctx)
         for b in batches:
-            torch._foreach_add_(b.params, b.updates, alpha=-b.group["lr"])
+            b.apply(b.group["lr"])
         return loss

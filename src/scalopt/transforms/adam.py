@@ -12,8 +12,8 @@ d_t = lr_decay(t) (else 1):
 and the adapter steps x ← x − lr·u, i.e. α_t = lr·d_t. With constant θ and bias correction this is
 torch.optim.Adam's rule. Deviation from ALGORITHMS.md §7 (which puts ε only in v_0 and has no bias
 correction): the issue's form above, with ε outside the root as torch does, wins.
-The computation folds the bias corrections into the denominator so the direction costs one
-division: u = m / (√v·(1−β^t)/(d_t·√(1−∏θ)) + eps·(1−β^t)/d_t).
+The computation folds the bias corrections into the denominator, u = m / (√v·(1−β^t)/(d_t·√(1−∏θ))
++ eps·(1−β^t)/d_t), and hands the quotient to the adapter, which applies it with one ``addcdiv``.
 """
 
 from __future__ import annotations
@@ -74,4 +74,4 @@ class scale_by_adam:  # noqa: N801 - transforms are verbs
             denom = torch._foreach_sqrt(v)
             torch._foreach_mul_(denom, [c1 / (dt * math.sqrt(c2)) for c1, c2, dt in zip(bc1, bc2, d)])
             torch._foreach_add_(denom, [eps * c1 / dt for c1, dt in zip(bc1, d)])
-            b.updates, b.owned = torch._foreach_div(m, denom), True
+            b.set_quotient(m, denom)

@@ -42,8 +42,10 @@ class scale_by_generalized_sign:  # noqa: N801 - transforms are verbs
                 torch._foreach_add_(denom, [eps * c1 for c1 in bc1])
             elif eps != 0:
                 torch._foreach_add_(denom, eps)
+            if eps != 0:
+                b.set_quotient(m, denom)
+                continue
             u = torch._foreach_div(m, denom)
-            if eps == 0:
-                for x in u:  # 0/0 where m = 0: sign(0) = 0
-                    torch.nan_to_num_(x, nan=0.0, posinf=math.inf, neginf=-math.inf)
+            for x in u:  # 0/0 where m = 0: sign(0) = 0
+                torch.nan_to_num_(x, nan=0.0, posinf=math.inf, neginf=-math.inf)
             b.updates, b.owned = u, True

@@ -26,4 +26,4 @@ class add_weight_decay:  # noqa: N801 - transforms are verbs
         for b in batches:
             wd = b.group["weight_decay"]
             if wd != 0 and bool(b.group.get("decoupled_weight_decay", False)) == self.decoupled:
-                b.add(b.params, alpha=wd)
+                b.add_params(wd)
