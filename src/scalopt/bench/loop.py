@@ -27,7 +27,10 @@ from scalopt.optim import registry
 
 CHECKPOINT = "checkpoint.pt"
 
-OptimizerFactory = Callable[[torch.nn.Module], torch.optim.Optimizer]
+#: model -> optimizer, or (optimizer, forward module) when the loss must run through a wrapper (DDP)
+OptimizerFactory = Callable[
+    [torch.nn.Module], torch.optim.Optimizer | tuple[torch.optim.Optimizer, torch.nn.Module]
+]
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -39,6 +42,19 @@ def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def _metrics(opt: torch.optim.Optimizer) -> dict[str, float]:
     get = getattr(opt, "metrics", None)
     return {f"opt_{k}": v for k, v in get().items()} if get is not None else {}
+
+
+def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
+    """Bytes of the tensors in ``opt.state`` (numel·element_size, each distinct data_ptr counted once).
+
+    Views into shared buffers (Shampoo's stacks) start at different addresses, so each counts its own
+    part; a tensor held twice counts once. Scalars and non-tensor state count nothing."""
+    seen: dict[tuple[torch.device, int], int] = {}
+    for state in opt.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                seen[(v.device, v.data_ptr())] = v.numel() * v.element_size()
+    return sum(seen.values())
 
 
 def _comm_counters(comm: Any) -> dict[str, float]:
@@ -67,7 +83,9 @@ def train_run(
 
     ``make_optimizer`` builds the optimizer from the model (default: the registry entry with the
     spec's hyperparameters over ``model.named_parameters()``); distributed runs pass one that
-    wraps it with their algorithm and pass ``comm`` so its counters are logged.
+    wraps it with their algorithm and pass ``comm`` so its counters are logged. It may return
+    ``(optimizer, forward_module)``: the loss then runs through ``forward_module`` (a
+    ``DistributedDataParallel`` wrapper of ``model``); evaluation and checkpoints use ``model``.
     """
     from scalopt import workloads  # the loop sits above workloads in the layering
 
@@ -82,11 +100,14 @@ def train_run(
     data_seed = spec.data_seed + (comm.rank if comm is not None else 0)
     data_gen = torch.Generator().manual_seed(data_seed)
     model = wl.init_model(init_gen)
+    forward_model = model
     if make_optimizer is None:
         entry = registry.get(spec.optimizer)
         opt = entry.build(model.named_parameters() if entry.scalopt else model.parameters(), **spec.hparams)
     else:
         opt = make_optimizer(model)
+        if isinstance(opt, tuple):
+            opt, forward_model = opt
     target = spec.target_loss if spec.target_loss is not None else wl.target_loss
     header: dict[str, Any] = {
         "spec": spec.to_dict(),
@@ -129,11 +150,13 @@ def train_run(
         for step in range(start + 1, spec.steps + 1):
             batch = next(batches)
             opt.zero_grad(set_to_none=True)
-            loss = wl.loss(model, batch)
+            loss = wl.loss(forward_model, batch)
             loss.backward()
             t0 = time.perf_counter()
             opt.step()
             step_time = time.perf_counter() - t0
+            if "optimizer_state_bytes" not in header:  # after the first step: the state exists
+                header["optimizer_state_bytes"] = optimizer_state_bytes(opt)
             last_loss = float(loss.detach())
             row: dict[str, Any] = {
                 "step": step,

@@ -7,14 +7,18 @@ Comms: ``TorchComm`` (a real process group: under ``torchrun`` call
 network. The ``Comm`` protocol itself lives in ``scalopt.core.comm``.
 
 Algorithms (real ``torch.optim.Optimizer`` wrappers): ``DataParallelOptimizer``, ``LocalSGD``,
-``CELGC``, ``OverlapLocalSGD``; ``hogwild`` (lock-free shared-memory workers). Checkpoints:
+``CELGC``, ``OverlapLocalSGD``, ``EfficientAdam`` (compressed Adam steps both ways, error feedback);
+``hogwild`` (lock-free shared-memory workers). ``compression_hook(compressor)``: a DDP comm hook
+with error feedback (``counted_powersgd_hook``: torch's PowerSGD, counted). Checkpoints:
 ``save_checkpoint`` / ``load_checkpoint`` (per-rank shards plus a manifest).
 """
 
 from scalopt.core.comm import Comm, Handle, NetworkModel, SingleComm, wire_bytes
 from scalopt.distributed.celgc import CELGC
 from scalopt.distributed.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from scalopt.distributed.compression_hook import CompressionHook, compression_hook, counted_powersgd_hook
 from scalopt.distributed.data_parallel import DataParallelOptimizer
+from scalopt.distributed.efficient_adam import EfficientAdam
 from scalopt.distributed.hogwild import Diminishing, HogwildResult, hogwild
 from scalopt.distributed.launcher import LaunchError, launch
 from scalopt.distributed.local_sgd import LocalSGD
@@ -29,9 +33,11 @@ __all__ = [
     "CollectiveMismatch",
     "Comm",
     "CommError",
+    "CompressionHook",
     "DataParallelOptimizer",
     "Diminishing",
     "DistributedOptimizer",
+    "EfficientAdam",
     "Handle",
     "HogwildResult",
     "LaunchError",
@@ -45,6 +51,8 @@ __all__ = [
     "SimRankComm",
     "SingleComm",
     "TorchComm",
+    "compression_hook",
+    "counted_powersgd_hook",
     "hogwild",
     "launch",
     "load_checkpoint",

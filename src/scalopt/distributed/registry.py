@@ -3,7 +3,21 @@
 Each entry builds the algorithm's optimizer on one rank from the model, the inner optimizer (a
 registry name with its hyperparameters) and the algorithm's own arguments (e.g. ``period``).
 ``celgc`` is LocalSGD over ClippedSGD: it takes the clipped-SGD hyperparameters (lr, max_norm,
-momentum) and ignores the inner optimizer's name.
+momentum) and ignores the inner optimizer's name; ``efficient-adam`` likewise takes GenericAdam's
+hyperparameters (schedules as ``scalopt.schedules.to_dict`` data) and, as algorithm arguments,
+``compressor`` / ``server_compressor`` (a ``scalopt.compress.build`` spec: ``"scaled-sign"`` or
+``{"name": "top-k", "ratio": 0.01}``; stochastic ones are seeded per rank) and ``warmup_steps``.
+
+``ddp-compression`` and ``ddp-powersgd`` wrap the model in ``DistributedDataParallel`` with a comm
+hook (scalopt's ``compression_hook`` with a ``compressor`` spec and ``warmup_iters``; torch's
+PowerSGD with ``PowerSGDState`` arguments such as ``matrix_approximation_rank`` and
+``start_powerSGD_iter``), both counted on the rank's Comm. They return ``(optimizer, ddp_model)``:
+the plain inner optimizer and the module the loss must run through. The compression hook's state
+travels in the optimizer's ``state_dict`` (under ``"ddp_hook"``); PowerSGD's does not.
+
+``shampoo-sharded`` is ``Shampoo(comm=comm)`` itself, with Shampoo's hyperparameters (the inner
+optimizer's name is ignored): it averages the gradients over ranks, shards the blocks (statistics,
+roots) by LPT and all-gathers the directions; no data-parallel wrapper, which would average twice.
 """
 
 from __future__ import annotations
@@ -13,14 +27,19 @@ from typing import Any
 
 import torch
 
+from scalopt import compress, schedules
 from scalopt.core.comm import Comm
 from scalopt.distributed.celgc import CELGC
+from scalopt.distributed.compression_hook import CompressionHook, compression_hook, counted_powersgd_hook
 from scalopt.distributed.data_parallel import DataParallelOptimizer
+from scalopt.distributed.efficient_adam import EfficientAdam
 from scalopt.distributed.local_sgd import LocalSGD
 from scalopt.distributed.overlap import OverlapLocalSGD
 from scalopt.optim import registry as optimizers
+from scalopt.optim.shampoo import Shampoo
 
-Builder = Callable[..., torch.optim.Optimizer]
+Built = torch.optim.Optimizer | tuple[torch.optim.Optimizer, torch.nn.Module]
+Builder = Callable[..., Built]
 
 
 def _inner(model: torch.nn.Module, optimizer: str, hparams: dict[str, Any]) -> torch.optim.Optimizer:
@@ -44,11 +63,78 @@ def _celgc(model, optimizer, hparams, comm, **args):
     return CELGC(model.named_parameters(), comm=comm, module=model, **hparams, **args)
 
 
+def _shampoo_sharded(model, optimizer, hparams, comm, **args):
+    return Shampoo(model.named_parameters(), comm=comm, **hparams, **args)
+
+
+def _efficient_adam(
+    model, optimizer, hparams, comm, *, compressor="scaled-sign", server_compressor=None, **args
+):
+    hparams = dict(hparams)
+    for key in ("lr_decay", "beta2_schedule"):
+        if isinstance(hparams.get(key), dict):
+            hparams[key] = schedules.from_dict(hparams[key])
+    n, r = comm.world_size, comm.rank
+    server = None if server_compressor is None else compress.build(server_compressor, seed=n + r)
+    return EfficientAdam(
+        model.named_parameters(),
+        comm=comm,
+        module=model,
+        compressor=compress.build(compressor, seed=r),
+        server_compressor=server,
+        **hparams,
+        **args,
+    )
+
+
+def _ddp(model: torch.nn.Module, state: Any, hook: Any) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    ddp = DistributedDataParallel(model)
+    ddp.register_comm_hook(state, hook)
+    return ddp
+
+
+def _carry_hook_state(opt: torch.optim.Optimizer, hook: CompressionHook) -> None:
+    """The hook's residuals are saved and loaded with the optimizer (under ``"ddp_hook"``)."""
+
+    def save(_opt: Any, sd: dict[str, Any]) -> dict[str, Any]:
+        return {**sd, "ddp_hook": hook.state_dict()}
+
+    def load(_opt: Any, sd: dict[str, Any]) -> dict[str, Any]:
+        sd = dict(sd)
+        if "ddp_hook" in sd:
+            hook.load_state_dict(sd.pop("ddp_hook"))
+        return sd
+
+    opt.register_state_dict_post_hook(save)
+    opt.register_load_state_dict_pre_hook(load)
+
+
+def _ddp_compression(model, optimizer, hparams, comm, *, compressor="scaled-sign", warmup_iters=0):
+    hook = compression_hook(compress.build(compressor, seed=comm.rank), comm=comm, warmup_iters=warmup_iters)
+    ddp = _ddp(model, None, hook)
+    opt = _inner(model, optimizer, hparams)
+    _carry_hook_state(opt, hook)
+    return opt, ddp
+
+
+def _ddp_powersgd(model, optimizer, hparams, comm, **args):
+    from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import PowerSGDState
+
+    ddp = _ddp(model, PowerSGDState(process_group=None, **args), counted_powersgd_hook(comm))
+    return _inner(model, optimizer, hparams), ddp
+
+
 ALGORITHMS: dict[str, Builder] = {
     "data-parallel": _data_parallel,
     "local-sgd": _local_sgd,
     "celgc": _celgc,
     "overlap-local-sgd": _overlap,
+    "efficient-adam": _efficient_adam,
+    "ddp-compression": _ddp_compression,
+    "ddp-powersgd": _ddp_powersgd,
+    "shampoo-sharded": _shampoo_sharded,
 }
 
 
@@ -58,7 +144,7 @@ def names() -> list[str]:
 
 def build(
     name: str, model: torch.nn.Module, optimizer: str, hparams: dict[str, Any], comm: Comm, **args: Any
-) -> torch.optim.Optimizer:
+) -> Built:
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; valid names: {', '.join(names())}")
     return ALGORITHMS[name](model, optimizer, hparams, comm, **args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,17 @@ def _bytes(value: float | None) -> str:
     return f"{value:.1f} TB"
 
 
+def _state_bytes(g: Group) -> float | None:
+    """Median over seeds of the optimizer-state bytes the loop records after the first step."""
+    values = [r.header["optimizer_state_bytes"] for r in g.runs if "optimizer_state_bytes" in r.header]
+    return statistics.median(values) if values else None
+
+
 def table(groups: list[Group], workload: str) -> list[str]:
     rows = [g for g in groups if g.workload == workload]
     base = baseline_step_time(groups, workload)
+    state_base = [b for g in rows if g.optimizer == BASELINE and (b := _state_bytes(g)) is not None]
+    show_state = any(_state_bytes(g) is not None for g in rows)
     show_bytes = any(g.bytes_per_step() is not None for g in rows)
     show_workers = any(g.workers() > 1 for g in rows)
     head = [
@@ -44,6 +53,8 @@ def table(groups: list[Group], workload: str) -> list[str]:
         head += ["wall s/step", "rounds/step"]
     if show_bytes:
         head.append("bytes/step/rank")
+    if show_state:
+        head.append(f"state memory / {BASELINE}")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in rows:
         mean, sd = g.final_loss()
@@ -64,6 +75,10 @@ def table(groups: list[Group], workload: str) -> list[str]:
             cells += [_fmt(g.wall_per_step(), 4), _fmt(g.rounds_per_step(), 4)]
         if show_bytes:
             cells.append(_bytes(g.bytes_per_step()))
+        if show_state:
+            sb = _state_bytes(g)
+            ok = sb is not None and state_base and statistics.median(state_base) > 0
+            cells.append(_fmt(sb / statistics.median(state_base), 2) + "×" if ok else "—")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -14,11 +14,12 @@ from scalopt.workloads.ctr import CTR
 from scalopt.workloads.digits import Digits
 from scalopt.workloads.l0l1 import L0L1
 from scalopt.workloads.quadratic import Quadratic
+from scalopt.workloads.reddi import Reddi
 from scalopt.workloads.rosenbrock import Rosenbrock
 from scalopt.workloads.stdlib_lm import StdlibLM
 
 WORKLOADS: dict[str, type[Workload]] = {
-    cls.name: cls for cls in (StdlibLM, Digits, CTR, L0L1, Quadratic, Rosenbrock)
+    cls.name: cls for cls in (StdlibLM, Digits, CTR, L0L1, Quadratic, Rosenbrock, Reddi)
 }
 
 
@@ -48,6 +49,7 @@ __all__ = [
     "Digits",
     "Point",
     "Quadratic",
+    "Reddi",
     "Rosenbrock",
     "StdlibLM",
     "Workload",
