@@ -1,22 +1,27 @@
-"""Time ``opt.step()`` of Shampoo against ``torch.optim.AdamW(foreach=True)`` on a small transformer.
+"""Time ``opt.step()`` of Shampoo against ``torch.optim.AdamW(foreach=True)`` on stdlib-lm's parameters.
 
-    python benchmarks/shampoo_step.py [--reps 5] [--steps 100] [--tokens 2048]
+    python benchmarks/shampoo_step.py [--reps 5] [--steps 100] [--ranks 2] [--threads 1]
 
-The parameter set is that of a 2-layer byte-level transformer (d_model 128, vocab 256, MLP 512):
-embeddings 256×128 and 128×128 (positions), per layer qkv 384×128, proj 128×128, MLP 512×128 and
-128×512 with their biases, two LayerNorms, a final LayerNorm. Gradients are fixed random tensors, so
-only the optimizer is timed. Torch runs on one thread. The optimizers are timed in interleaved
-repetitions (each repetition runs every variant once, in a rotated order) and the medians reported:
+The parameters are those of ``scalopt.workloads.get("stdlib-lm").init_model(...)`` at the workload's
+default config (d_model 64, 2 layers, ~0.13M parameters in 28 tensors); the gradients are the real
+gradients of one training batch, fixed, so only the optimizer is timed. Torch runs on ``--threads``
+threads (1: as the bench runner pins it). The optimizers are timed in interleaved repetitions (each
+repetition runs every single-process variant once, in a rotated order) and the medians reported:
 
-    AdamW                 mean step time
+    AdamW                 mean step time (the first 10 steps skipped)
     Shampoo between       steps after the first root step that are not root steps (f = 20)
     Shampoo root          the root steps (every 20th step)
-    Shampoo amortized     all steps of whole periods after the first root step
-    ... async             the same with async_roots=True (roots on a background thread)
+    Shampoo amortized     mean over all steps of whole periods after the first root step
+    ... async_roots       the same with the roots on a background thread (installed f steps later)
+    ... sharded           Shampoo(comm=...) on ``--ranks`` real gloo processes (one thread each):
+                          gradient all-reduce, each rank the roots of its own blocks, one all-gather;
+                          the per-step time is the slowest rank's (0 ranks: skipped)
 
-plus the optimizer-state memory ratio (distinct storages in ``optimizer.state``) and an estimate of
-the whole training step: forward + backward of that transformer on ``--tokens`` tokens (measured
-here, same for both) + the optimizer step. Numbers depend on the machine; nothing asserts on them.
+plus the forward+backward time of one training batch of the workload (median; the same for every
+optimizer), the whole-training-step ratio (forward+backward+amortized step)/(forward+backward+AdamW
+step), and the optimizer-state memory ratio (``scalopt.bench.loop.optimizer_state_bytes``: bytes of
+the tensors in ``optimizer.state``; a sharded rank holds about 1/ranks of it). Numbers depend on the
+machine and its load; nothing asserts on them.
 """
 
 from __future__ import annotations
@@ -24,121 +29,100 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
 
+import scalopt
+from scalopt.bench.loop import optimizer_state_bytes
 from scalopt.optim.shampoo import Shampoo
 
-D, VOCAB, MLP, LAYERS, SEQ = 128, 256, 512, 2, 128
 FREQ = 20
 
 
-def shapes() -> list[tuple[int, ...]]:
-    out: list[tuple[int, ...]] = [(VOCAB, D), (SEQ, D)]
-    for _ in range(LAYERS):
-        out += [(3 * D, D), (3 * D,), (D, D), (D,), (MLP, D), (MLP,), (D, MLP), (D,)]
-        out += [(D,), (D,), (D,), (D,)]  # two LayerNorms
-    return out + [(D,), (D,)]
+def setup() -> tuple[Any, torch.nn.Module, Any, list[torch.Tensor]]:
+    """The workload, its model (init seed 0), one training batch and that batch's gradients."""
+    wl = scalopt.workloads.get("stdlib-lm")
+    model = wl.init_model(torch.Generator().manual_seed(0))
+    batch = next(wl.batches("train", torch.Generator().manual_seed(1)))
+    wl.loss(model, batch).backward()
+    grads = [p.grad.detach().clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return wl, model, batch, grads
 
 
-def make_params(seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    params = [(torch.randn(s, generator=g) * 0.02).requires_grad_() for s in shapes()]
-    grads = [torch.randn(s, generator=g) * 1e-2 for s in shapes()]
-    return params, grads
+def fresh_params(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(n, p.detach().clone().requires_grad_()) for n, p in model.named_parameters()]
 
 
-def state_bytes(opt: torch.optim.Optimizer) -> int:
-    seen: dict[int, int] = {}
-    for s in opt.state.values():
-        for v in s.values():
-            if isinstance(v, torch.Tensor):
-                st = v.untyped_storage()
-                seen[st.data_ptr()] = st.nbytes()
-    return sum(seen.values())
-
-
-def run_adamw(steps: int) -> tuple[list[float], int]:
-    params, grads = make_params()
-    opt = torch.optim.AdamW(params, lr=1e-3, foreach=True)
+def timed_steps(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor], n: int):
     times = []
-    for _ in range(steps):
+    for _ in range(n):
         for p, g in zip(params, grads):
             p.grad = g
         t0 = time.perf_counter()
         opt.step()
         times.append(time.perf_counter() - t0)
-    return times, state_bytes(opt)
+    return times
 
 
-def run_shampoo(steps: int, async_roots: bool) -> tuple[dict[str, float], int, float]:
-    params, grads = make_params()
-    opt = Shampoo(params, lr=1e-3, precondition_frequency=FREQ, async_roots=async_roots)
-    times: list[tuple[int, float]] = []
-    for t in range(1, FREQ + steps + 1):
-        for p, g in zip(params, grads):
-            p.grad = g
-        t0 = time.perf_counter()
-        opt.step()
-        times.append((t, time.perf_counter() - t0))
-    measured = [(t, s) for t, s in times if t > FREQ]  # whole periods after the first root step
-    root = [s for t, s in measured if t % FREQ == 0]
-    between = [s for t, s in measured if t % FREQ != 0]
-    out = {
-        "between": statistics.mean(between),
-        "root": statistics.mean(root),
-        "amortized": statistics.mean(s for _, s in measured),
+def summarize(times: list[float]) -> dict[str, float]:
+    """between / root / amortized over whole periods after the first root step (t = 1-based step)."""
+    measured = [(t, s) for t, s in enumerate(times, start=1) if t > FREQ]
+    return {
+        "between": statistics.median(s for t, s in measured if t % FREQ),
+        "root": statistics.median(s for t, s in measured if t % FREQ == 0),
+        "amortized": statistics.fmean(s for _, s in measured),
     }
-    root_seconds = opt.metrics().get("root_seconds", 0.0)
+
+
+def run_adamw(model: torch.nn.Module, grads: list[torch.Tensor], steps: int) -> tuple[dict[str, float], int]:
+    params = [p for _, p in fresh_params(model)]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0, foreach=True)
+    times = timed_steps(opt, params, grads, steps)
+    return {"step": statistics.fmean(times[10:])}, optimizer_state_bytes(opt)
+
+
+def run_shampoo(
+    model: torch.nn.Module, grads: list[torch.Tensor], steps: int, async_roots: bool
+) -> tuple[dict[str, float], int]:
+    named = fresh_params(model)
+    opt = Shampoo(named, lr=1e-3, precondition_frequency=FREQ, async_roots=async_roots)
+    times = timed_steps(opt, [p for _, p in named], grads, FREQ + steps)
+    nbytes = optimizer_state_bytes(opt)
     opt.close()
-    return out, state_bytes(opt), root_seconds
+    return summarize(times), nbytes
 
 
-def matmul_floor_seconds(reps: int = 20) -> float:
-    """The bare batched matmuls of one Shampoo step between roots (statistics + preconditioning)."""
-    groups: dict[tuple[int, ...], int] = {}
-    for s in shapes():
-        if len(s) == 2:
-            groups[s] = groups.get(s, 0) + 1
-    stacks = [
-        (
-            torch.randn(n, *s),
-            torch.eye(s[0]).expand(n, -1, -1).contiguous(),
-            torch.eye(s[1]).expand(n, -1, -1).contiguous(),
-        )
-        for s, n in groups.items()
-    ]
-    times = []
+def _rank_main(comm: Any, steps: int, reps: int) -> tuple[list[list[float]], int]:
+    """One rank of the sharded variant: ``reps`` fresh optimizers, each timed for FREQ + steps steps."""
+    _, model, _, grads = setup()
+    runs = []
     for _ in range(reps):
-        t0 = time.perf_counter()
-        for g, left, right in stacks:
-            left.baddbmm_(g, g.mT, beta=0.999, alpha=0.001)
-            right.baddbmm_(g.mT, g, beta=0.999, alpha=0.001)
-            torch.bmm(torch.bmm(left, g), right)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        named = fresh_params(model)
+        opt = Shampoo(named, lr=1e-3, precondition_frequency=FREQ, comm=comm)
+        runs.append(timed_steps(opt, [p for _, p in named], grads, FREQ + steps))
+    return runs, optimizer_state_bytes(opt)
 
 
-def forward_backward_seconds(tokens: int, reps: int) -> float:
-    torch.manual_seed(0)
-    layer = torch.nn.TransformerEncoderLayer(D, 4, MLP, dropout=0.0, batch_first=True, norm_first=True)
-    model = torch.nn.ModuleDict(
-        {
-            "emb": torch.nn.Embedding(VOCAB, D),
-            "enc": torch.nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False),
-            "norm": torch.nn.LayerNorm(D),
-        }
-    )
-    batch = max(1, tokens // SEQ)
-    x = torch.randint(0, VOCAB, (batch, SEQ))
-    mask = torch.nn.Transformer.generate_square_subsequent_mask(SEQ)
+def run_sharded(ranks: int, steps: int, reps: int, threads: int) -> tuple[dict[str, float], int]:
+    from scalopt.distributed import launch
+
+    results = launch(_rank_main, ranks, steps, reps, threads=threads, timeout_s=300.0)
+    per_rep = []
+    for rep in range(reps):
+        slowest = [max(step) for step in zip(*(runs[rep] for runs, _ in results))]
+        per_rep.append(summarize(slowest))
+    return {k: statistics.median(r[k] for r in per_rep) for k in per_rep[0]}, results[0][1]
+
+
+def forward_backward_seconds(wl: Any, model: torch.nn.Module, batch: Any, reps: int) -> float:
     times = []
     for _ in range(reps + 1):
         t0 = time.perf_counter()
-        h = model["norm"](model["enc"](model["emb"](x), mask=mask, is_causal=True))
-        loss = torch.nn.functional.cross_entropy((h @ model["emb"].weight.T).flatten(0, 1), x.flatten())
-        loss.backward()
+        wl.loss(model, batch).backward()
         times.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
     return statistics.median(times[1:])
 
 
@@ -146,50 +130,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100, help="measured Shampoo steps (whole periods)")
-    parser.add_argument("--tokens", type=int, default=2048, help="tokens per training step (estimate)")
+    parser.add_argument("--ranks", type=int, default=2, help="ranks of the sharded variant (0: skip it)")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.steps % FREQ:
+        parser.error(f"--steps must be a multiple of the precondition frequency {FREQ}")
+    torch.set_num_threads(args.threads)
+    wl, model, batch, grads = setup()
     variants = ["adamw", "sync", "async"]
     results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     mem: dict[str, int] = {}
     for rep in range(args.reps):
-        order = variants[rep % 3 :] + variants[: rep % 3]
-        for v in order:
+        for v in variants[rep % 3 :] + variants[: rep % 3]:
             if v == "adamw":
-                times, mem["adamw"] = run_adamw(args.steps)
-                results[v].append({"step": statistics.mean(times[10:])})
+                res, mem[v] = run_adamw(model, grads, args.steps)
             else:
-                res, mem[v], root_s = run_shampoo(args.steps, v == "async")
-                results[v].append({**res, "root_compute": root_s})
+                res, mem[v] = run_shampoo(model, grads, args.steps, async_roots=v == "async")
+            results[v].append(res)
     med = {v: {k: statistics.median(r[k] for r in results[v]) for k in results[v][0]} for v in variants}
+    if args.ranks > 1:
+        med["sharded"], mem["sharded"] = run_sharded(args.ranks, args.steps, args.reps, args.threads)
+    fb = forward_backward_seconds(wl, model, batch, 2 * args.reps)
     adamw = med["adamw"]["step"]
-    fb = forward_backward_seconds(args.tokens, 3)
-    floor = matmul_floor_seconds()
-    n = sum(p.numel() for p in make_params()[0])
+    n = sum(p.numel() for p in model.parameters())
     print(
-        f"parameters: {n} in {len(shapes())} tensors; torch threads 1; {args.reps} interleaved reps (medians)"
+        f"stdlib-lm default config: {n} parameters in {len(grads)} tensors; torch threads {args.threads}; "
+        f"{args.reps} interleaved reps (medians); precondition_frequency {FREQ}"
     )
-    print(f"AdamW(foreach=True) step: {adamw * 1e3:.3f} ms")
-    for v, label in (("sync", "Shampoo"), ("async", "Shampoo async_roots")):
+    print(f"AdamW(foreach=True) step: {adamw * 1e3:.3f} ms; forward+backward of one batch: {fb * 1e3:.1f} ms")
+    labels = {
+        "sync": "Shampoo",
+        "async": "Shampoo async_roots",
+        "sharded": f"Shampoo {args.ranks}-rank sharded",
+    }
+    for v, label in labels.items():
+        if v not in med:
+            continue
         m = med[v]
+        whole = (fb + m["amortized"]) / (fb + adamw)
         print(
-            f"{label:22s} between {m['between'] * 1e3:7.3f} ms ({m['between'] / adamw:5.1f}x)  "
-            f"root step {m['root'] * 1e3:8.2f} ms ({m['root'] / adamw:6.1f}x)  "
-            f"amortized f={FREQ} {m['amortized'] * 1e3:7.3f} ms ({m['amortized'] / adamw:5.1f}x)"
+            f"{label:26s} between {m['between'] * 1e3:6.2f} ms ({m['between'] / adamw:4.1f}x)  "
+            f"root {m['root'] * 1e3:7.2f} ms ({m['root'] / adamw:5.1f}x)  "
+            f"amortized {m['amortized'] * 1e3:6.2f} ms ({m['amortized'] / adamw:4.1f}x)  "
+            f"whole training step {whole:.3f}x  "
+            f"state memory {mem[v] / mem['adamw']:.2f}x ({mem[v] / 2**20:.2f} MiB"
+            + (" per rank)" if v == "sharded" else ")")
         )
-    print(
-        f"floor: the bare batched matmuls of a step between roots take {floor * 1e3:.3f} ms "
-        f"({floor / adamw:.1f}x AdamW's step)"
-    )
-    print(
-        f"optimizer state memory: Shampoo/AdamW = {mem['sync'] / mem['adamw']:.2f} "
-        f"({mem['sync'] / 2**20:.2f} MiB vs {mem['adamw'] / 2**20:.2f} MiB)"
-    )
-    print(
-        f"forward+backward on {args.tokens} tokens: {fb * 1e3:.1f} ms; estimated whole training step ratio "
-        f"Shampoo/AdamW: sync {(fb + med['sync']['amortized']) / (fb + adamw):.3f}, "
-        f"async {(fb + med['async']['amortized']) / (fb + adamw):.3f}"
-    )
+    print(f"AdamW state memory: {mem['adamw'] / 2**20:.2f} MiB")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,17 @@ def test_state_is_per_parameter_views_of_the_stacks():
     )
 
 
+def test_graft_only_state_is_views_of_one_flat_buffer():
+    p = _params()
+    opt = Shampoo(p, **{**KW, "precondition_1d": False})
+    _train(opt, p, range(3))
+    emb, vec = opt.state[p[0]], opt.state[p[3]]  # (300, 8) > skip_dim and a vector: graft alone
+    assert emb["exp_avg"].shape == (300, 8) and vec["exp_avg_sq"].shape == (6,)
+    assert emb["exp_avg"].untyped_storage().data_ptr() == vec["exp_avg"].untyped_storage().data_ptr()
+    sd = _roundtrip(opt.state_dict())
+    assert sd["state"][3]["momentum_buffer"].shape == (6,)
+
+
 def test_param_groups_and_scheduler():
     p = _params()
     opt = Shampoo(

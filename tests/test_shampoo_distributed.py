@@ -180,3 +180,24 @@ def test_ranks_that_own_nothing_still_take_part():
     for params, _ in results[1:]:
         for a, b in zip(params, results[0][0]):
             assert torch.equal(a, b)
+
+
+def _registry_rank(comm):
+    from scalopt.distributed import registry
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    opt = registry.build("shampoo-sharded", model, "shampoo", {"lr": 0.01, "precondition_frequency": 2}, comm)
+    g = torch.Generator().manual_seed(comm.rank)
+    for _ in range(4):
+        opt.zero_grad()
+        model(torch.randn(8, 6, generator=g)).square().mean().backward()
+        opt.step()
+    return isinstance(opt, Shampoo) and opt.comm is comm, [p.detach().clone() for p in model.parameters()]
+
+
+def test_registry_shampoo_sharded_is_shampoo_with_comm():
+    (ok0, params0), (ok1, params1) = SimComm(2).run(_registry_rank)
+    assert ok0 and ok1
+    for a, b in zip(params0, params1):  # every rank ends with the same parameters
+        assert torch.equal(a, b)

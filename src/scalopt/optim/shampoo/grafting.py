@@ -14,8 +14,14 @@ Norm matching (Agarwal, Anil, Hazan, Koren, Zhang, arXiv 2002.11803), per block 
     P_b = (‖P_gr,b‖_F / (‖P_sh,b‖_F + 1e-16)) · P_sh,b
 
 The operations act on lists (``torch._foreach_*``): one call per operation for all units of a
-param group, whatever their number. The arithmetic order follows torch.optim's foreach Adam, so the
-graft alone matches it to float rounding.
+param group, whatever their number. Scalar factors are folded instead of applied in passes of their
+own: with c1 = 1/(1−β1^t) (the caller's Ĝ = c1·M) and s2 = √(1−β_g^t) (adam; 1 otherwise),
+
+    adam     P_gr = (c1·s2) · M/(√V + ε_g·s2)       (= Ĝ/(√(V/(1−β_g^t)) + ε_g))
+
+so ``direction`` returns Q = M/(√V + ε_g·s2) (M itself for sgd and None) and the scale c1·s2; the
+norm matching needs only ‖Q_b‖, and P_sh is linear in Ĝ, so neither Ĝ nor P_gr is materialized for
+blocks that have their roots. The graft alone matches torch.optim's foreach Adam to float rounding.
 """
 
 from __future__ import annotations
@@ -44,26 +50,28 @@ def update_accumulator(
 
 
 def direction(
-    ghat: list[torch.Tensor],
+    m: list[torch.Tensor],
     v: list[torch.Tensor],
     grafting: str | None,
     eps: float,
+    c1: list[float],
     bias_correction2: list[float],
-) -> list[torch.Tensor]:
-    """P_gr for every unit; may alias ``ghat`` (sgd, None): callers never write into it."""
+) -> tuple[list[torch.Tensor], list[float]]:
+    """(Q, scale) with P_gr = scale·Q for every unit; Q may alias ``m`` (sgd, None): never write into it."""
     if not needs_accumulator(grafting):
-        return ghat
+        return m, list(c1)
+    s2 = [math.sqrt(bc) for bc in bias_correction2] if grafting == "adam" else [1.0] * len(m)
     denom = torch._foreach_sqrt(v)
-    if grafting == "adam":
-        torch._foreach_div_(denom, [math.sqrt(bc) for bc in bias_correction2])
-    torch._foreach_add_(denom, eps)
-    return torch._foreach_div(ghat, denom)
+    torch._foreach_add_(denom, [eps * s for s in s2])
+    return torch._foreach_div(m, denom), [a * b for a, b in zip(c1, s2)]
 
 
-def match_block_norms(p_sh: torch.Tensor, p_gr: torch.Tensor) -> torch.Tensor:
-    """Rescale each block (dim 0 indexes blocks) of ``p_sh`` to the Frobenius norm of ``p_gr``'s."""
+def match_block_norms(p_sh: torch.Tensor, q: torch.Tensor, c1: float, scale: float) -> torch.Tensor:
+    """c1·P_sh rescaled per block (dim 0 indexes blocks) to the Frobenius norm of P_gr = scale·Q.
+
+    ``p_sh`` is the preconditioned M (P_sh of Ĝ = c1·M, divided by c1)."""
     dims = tuple(range(1, p_sh.dim()))
     shape = (p_sh.shape[0],) + (1,) * (p_sh.dim() - 1)
-    n_gr = torch.linalg.vector_norm(p_gr.to(p_sh.dtype), dim=dims)
-    n_sh = torch.linalg.vector_norm(p_sh, dim=dims)
-    return p_sh * (n_gr / (n_sh + NORM_FLOOR)).view(shape)
+    n_gr = torch.linalg.vector_norm(q.to(p_sh.dtype), dim=dims).mul_(scale)
+    n_sh = torch.linalg.vector_norm(p_sh, dim=dims).mul_(c1)
+    return p_sh * (n_gr.mul_(c1) / (n_sh + NORM_FLOOR)).view(shape)

@@ -4,10 +4,12 @@ A plan is made once per param group (at its first step, again only when the set 
 gradients or a structural option changes): every parameter is planned (``blocking.plan_param``),
 its blocks ("items", with the graft-only parameters) are assigned to ranks (one rank without a
 Comm), and the items of this rank become units: same-shaped blocks with the same step stacked in a
-``ShapeGroup``, graft-only parameters as ``DiagUnit``. Per step the work is O(units) torch calls:
+``ShapeGroup``, graft-only parameters with the same step and dtype flattened into one ``DiagGroup``.
+Per step the work is O(units) torch calls:
 
-    accumulate  gather G (one stack per shape group), L2 decay, factor statistics, graft accumulator,
-                filtered gradient Ĝ = M/(1−β1^t) with M ← β1·M + (1−β1)·G
+    accumulate  gather G (one stack per shape group, one flat tensor per diag group), L2 decay,
+                factor statistics, graft accumulator, M ← β1·M + (1−β1)·G (Ĝ = c1·M, c1 = 1/(1−β1^t),
+                is never materialized: c1 is folded into the scalars below)
     directions  P_gr (graft), P_sh (Shampoo) rescaled to ‖P_gr‖ per block (P_gr where no root yet),
                 decoupled decay P ← P + wd·W, momentum B ← μ·B + P; P ← P + μ·B (nesterov) or B
     apply       W ← W − lr·P, block by block into the parameters (one foreach call)
@@ -22,11 +24,11 @@ import torch
 
 from scalopt.optim.shampoo import grafting
 from scalopt.optim.shampoo.blocking import Block, ParamPlan, assign_lpt, block_cost, plan_param
-from scalopt.optim.shampoo.preconditioner import DiagUnit, Entry, ShapeGroup
+from scalopt.optim.shampoo.preconditioner import DiagGroup, Entry, ShapeGroup
 
 STRUCTURAL = ("block_size", "skip_dim", "merge_dims", "precondition_1d")
 
-Unit = ShapeGroup | DiagUnit
+Unit = ShapeGroup | DiagGroup
 Item = tuple[int, Block | None]  # (parameter position, block; None: the whole graft-only parameter)
 
 
@@ -77,18 +79,14 @@ class GroupPlan:
         self, states: Callable[[torch.Tensor], dict[str, Any]], describe: Callable[[int], str]
     ) -> None:
         buckets: dict[tuple[Any, ...], list[tuple[int, Entry]]] = {}
-        self.diag: list[DiagUnit] = []
-        diag_items: list[int] = []
-        self.param_states: dict[int, tuple[dict[str, Any], Unit]] = {}
+        diag: dict[tuple[Any, ...], list[tuple[int, tuple[int, torch.Tensor, dict[str, Any]]]]] = {}
         for index, ((pos, block), r) in enumerate(zip(self.items, self.owner)):
             if r != self.rank:
                 continue
             p, state = self.params[pos], states(self.params[pos])
             if block is None:
-                unit: Unit = DiagUnit(pos, p, state)
-                self.diag.append(unit)
-                diag_items.append(index)
-                self.param_states[pos] = (state, unit)
+                key = (int(state.get("step", 0)), p.dtype, p.device)
+                diag.setdefault(key, []).append((index, (pos, p, state)))
                 continue
             nblocks = len(self.plans[pos].blocks)
 
@@ -102,11 +100,16 @@ class GroupPlan:
             ShapeGroup(shape, [e for _, e in pairs], t, dtype, device)
             for (shape, t, dtype, device), pairs in buckets.items()
         ]
+        self.diag = [DiagGroup([e for _, e in pairs], t, dtype) for (t, dtype, _), pairs in diag.items()]
+        self.param_states: dict[int, tuple[dict[str, Any], Unit]] = {}
+        for dg in self.diag:
+            for pos, state in zip(dg.positions, dg.states):
+                self.param_states[pos] = (state, dg)
         for sg in self.shape_groups:
             for e in sg.entries:
                 self.param_states.setdefault(e.pos, (e.state, sg))
         self.units: list[Unit] = [*self.shape_groups, *self.diag]
-        self.unit_items = [[i for i, _ in pairs] for pairs in buckets.values()] + [[i] for i in diag_items]
+        self.unit_items = [[i for i, _ in pairs] for pairs in (*buckets.values(), *diag.values())]
 
     # -- phases ------------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -116,17 +119,19 @@ class GroupPlan:
             state["step"] = unit.t
 
     def gather(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per unit: the stack of its blocks of ``tensors`` (or the tensor itself for graft-only)."""
+        """Per unit: the stack of its blocks of ``tensors`` (flat for a diag group); read only."""
         out = [
             torch.stack([block_of(tensors[e.pos], e.merged, e.block) for e in sg.entries])
+            if sg.n > 1
+            else block_of(tensors[sg.entries[0].pos], sg.entries[0].merged, sg.entries[0].block).unsqueeze(0)
             for sg in self.shape_groups
         ]
-        out += [tensors[d.pos] for d in self.diag]
+        out += [dg.gather(tensors) for dg in self.diag]
         return out
 
     def accumulate(self, grads: list[torch.Tensor]) -> dict[str, Any]:
         if not self.units:  # a rank that owns nothing of this group
-            return {"ghat": [], "v": [], "w": None}
+            return {"m": [], "c1": [], "v": [], "w": None}
         group = self.group
         beta1, beta2 = group["betas"]
         wd = group["weight_decay"]
@@ -140,45 +145,54 @@ class GroupPlan:
         if grafting.needs_accumulator(group["grafting"]):
             v = [u.buffer("exp_avg_sq") for u in self.units]
             grafting.update_accumulator(v, g, group["grafting"], group["grafting_beta2"])
-        ghat = g
+        m, c1 = g, [1.0] * len(self.units)
         if beta1 > 0:
             m = [u.buffer("exp_avg") for u in self.units]
             torch._foreach_lerp_(m, g, 1.0 - beta1)
-            ghat = torch._foreach_div(m, [1.0 - beta1**u.t for u in self.units])
-        return {"ghat": ghat, "v": v, "w": w}
+            c1 = [1.0 / (1.0 - beta1**u.t) for u in self.units]
+        return {"m": m, "c1": c1, "v": v, "w": w}
 
     def directions(self, work: dict[str, Any]) -> list[torch.Tensor]:
         if not self.units:
             return []
         group = self.group
-        graft, ghat = group["grafting"], work["ghat"]
+        graft, m, c1 = group["grafting"], work["m"], work["c1"]
         bc2 = [1.0 - group["grafting_beta2"] ** u.t for u in self.units] if graft == "adam" else []
-        p_gr = grafting.direction(ghat, work["v"], graft, group["grafting_eps"], bc2)
-        p = list(p_gr)
+        q, scale = grafting.direction(m, work["v"], graft, group["grafting_eps"], c1, bc2)
+        p: list[torch.Tensor | None] = [None] * len(self.units)
         for k, sg in enumerate(self.shape_groups):
             if not sg.any_rooted:
                 continue
-            p_sh = sg.precondition(ghat[k])
+            p_sh = sg.precondition(m[k])  # P_sh of Ĝ is c1·p_sh
             if graft is not None:
-                p_sh = grafting.match_block_norms(p_sh, p_gr[k])
+                p_sh = grafting.match_block_norms(p_sh, q[k], c1[k], scale[k])
+            elif c1[k] != 1.0:
+                p_sh = p_sh.mul_(c1[k])
             if not sg.all_rooted:
-                p_sh = torch.where(sg.mask, p_sh, p_gr[k].to(p_sh.dtype))
+                p_sh = torch.where(sg.mask, p_sh, (q[k] * scale[k]).to(p_sh.dtype))
             p[k] = p_sh.to(sg.dtype)
+        # P_gr = scale·Q where it is the direction (graft-only units, blocks without roots yet)
+        rest = [k for k in range(len(p)) if p[k] is None and scale[k] != 1.0]
+        if rest:
+            for k, d in zip(rest, torch._foreach_mul([q[k] for k in rest], [scale[k] for k in rest])):
+                p[k] = d
+        out = [q[k] if d is None else d for k, d in enumerate(p)]  # q may alias M or G: read only
         wd, mu = group["weight_decay"], group["momentum"]
         if wd != 0 and group["decoupled_weight_decay"]:
-            p = torch._foreach_add(p, work["w"], alpha=wd)
+            out = torch._foreach_add(out, work["w"], alpha=wd)
         if mu != 0:
             b = [u.buffer("momentum_buffer") for u in self.units]
             torch._foreach_mul_(b, mu)
-            torch._foreach_add_(b, p)
-            p = torch._foreach_add(p, b, alpha=mu) if group["nesterov"] else b
-        return p
+            torch._foreach_add_(b, out)
+            out = torch._foreach_add(out, b, alpha=mu) if group["nesterov"] else b
+        return out
 
     def item_sources(self, directions: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """The direction of every item this rank owns, in item order (None for the others)."""
         out: list[torch.Tensor | None] = [None] * len(self.items)
-        for items, d in zip(self.unit_items, directions):
-            parts = d.unbind(0) if self.items[items[0]][1] is not None else (d,)
+        units: list[Unit] = self.units
+        for unit, items, d in zip(units, self.unit_items, directions):
+            parts = d.unbind(0) if isinstance(unit, ShapeGroup) else unit.split(d)
             for i, part in zip(items, parts):
                 out[i] = part
         return out
@@ -207,14 +221,14 @@ class GroupPlan:
         torch._foreach_add_(dsts, srcs, alpha=-lr)
 
     def clear_views(self, keep: set[int]) -> None:
-        """Detach the per-parameter state of parameters leaving this plan from the shared stacks."""
+        """Detach the per-parameter state of parameters leaving this plan from the shared buffers."""
         for sg in self.shape_groups:
             sg.write_pending()
-            for e in sg.entries:
-                if id(self.params[e.pos]) not in keep:
-                    for k, v in list(e.state.items()):
-                        if isinstance(v, torch.Tensor):
-                            e.state[k] = v.clone()
+        for pos, (state, _) in self.param_states.items():
+            if id(self.params[pos]) not in keep:
+                for k, v in list(state.items()):
+                    if isinstance(v, torch.Tensor):
+                        state[k] = v.clone()
 
 
 def block_numel(block: Block) -> int:

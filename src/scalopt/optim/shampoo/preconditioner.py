@@ -16,7 +16,8 @@ Every tensor of the stacks is also visible per parameter: ``optimizer.state[p]``
 plain values ``"block{b}.has_root{i}"`` (a root was installed at least once) and
 ``"block{b}.root_step"`` (the step whose statistics the installed roots come from). That is what
 ``state_dict`` saves and what a rebuilt plan stacks again. A graft-only parameter keeps
-``"exp_avg"``, ``"exp_avg_sq"``, ``"momentum_buffer"`` of its own shape.
+``"exp_avg"``, ``"exp_avg_sq"``, ``"momentum_buffer"`` of its own shape: views into the flat buffers
+of its ``DiagGroup`` (the graft-only parameters with its step and dtype).
 """
 
 from __future__ import annotations
@@ -67,20 +68,55 @@ class Pending:
     seconds: float = 0.0
 
 
-class DiagUnit:
-    """A parameter the graft alone steps: its element-wise state lives in its own state dict."""
+class DiagGroup:
+    """Graft-only parameters with the same step, dtype and device: their element-wise state is flat.
+
+    One flat buffer per name ("exp_avg", "exp_avg_sq", "momentum_buffer") holds the state of every
+    parameter of the group, so an element-wise operation is one torch call for all of them;
+    ``optimizer.state[p][name]`` is a view of the parameter's shape into it (what ``state_dict``
+    saves and what a rebuilt plan concatenates again).
+    """
 
     order = 0
 
-    def __init__(self, pos: int, param: torch.Tensor, state: dict[str, Any]) -> None:
-        self.pos, self.param, self.state = pos, param, state
-        self.t = int(state.get("step", 0))
+    def __init__(
+        self, entries: list[tuple[int, torch.Tensor, dict[str, Any]]], t: int, dtype: torch.dtype
+    ) -> None:
+        self.positions = [pos for pos, _, _ in entries]
+        self.shapes = [p.shape for _, p, _ in entries]
+        self.numels = [p.numel() for _, p, _ in entries]
+        self.states = [state for _, _, state in entries]
+        self.t, self.dtype, self.device = t, dtype, entries[0][1].device
+        self.buffers: dict[str, torch.Tensor | None] = {
+            name: self._flat(name) if any(name in s for s in self.states) else None for name in ELEMENTWISE
+        }
+
+    def _flat(self, name: str) -> torch.Tensor:
+        parts = [
+            s[name].to(device=self.device, dtype=self.dtype).reshape(-1)
+            if name in s
+            else torch.zeros(n, dtype=self.dtype, device=self.device)
+            for s, n in zip(self.states, self.numels)
+        ]
+        flat = torch.cat(parts)
+        for s, part, shape in zip(self.states, flat.split(self.numels), self.shapes):
+            s[name] = part.view(shape)
+        return flat
 
     def buffer(self, name: str) -> torch.Tensor:
-        buf = self.state.get(name)
+        buf = self.buffers.get(name)
         if buf is None:
-            buf = self.state[name] = torch.zeros_like(self.param, memory_format=torch.preserve_format)
+            buf = self.buffers[name] = self._flat(name)
         return buf
+
+    def gather(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The flat concatenation of the group's parameters' entries of ``tensors`` (read only)."""
+        parts = [tensors[pos].reshape(-1) for pos in self.positions]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Per parameter views of a flat tensor, in the parameters' shapes."""
+        return [part.view(shape) for part, shape in zip(flat.split(self.numels), self.shapes)]
 
 
 class ShapeGroup:

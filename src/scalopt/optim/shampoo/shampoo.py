@@ -36,7 +36,9 @@ one (identity before the first success) and warns; more than 3 consecutive faili
 and installs them exactly f steps later (deterministic).
 
 Speed: the block plan is made once; same-shaped blocks of a param group are stacked so statistics
-and preconditioning are ``baddbmm``/``bmm`` per shape, element-wise state uses ``torch._foreach_*``,
+and preconditioning are ``baddbmm``/``bmm`` per shape, the graft-only parameters' element-wise state
+is one flat buffer per (step, dtype), element-wise state uses ``torch._foreach_*`` with the bias
+corrections folded into scalars (Ĝ and P_gr are not materialized where a block has its roots), and
 roots are batched by size across the whole optimizer. Per step Python work is O(distinct shapes)
 plus O(blocks) view bookkeeping.
 
