@@ -45,6 +45,11 @@ class Run:
         rows = [r for r in self.rows if key in r]
         return rows[-1][key] / max(rows[-1]["step"], 1) if rows else None
 
+    def mean_step_time(self) -> float:
+        """Amortized: includes the rare expensive steps (e.g. Shampoo's root steps)."""
+        times = [r["step_time"] for r in self.rows[WARMUP_STEPS:]] or [r["step_time"] for r in self.rows]
+        return statistics.fmean(times) if times else math.nan
+
     def bytes_per_step(self) -> float | None:
         with_bytes = [r for r in self.rows if "bytes_sent" in r]
         if not with_bytes:
@@ -78,6 +83,9 @@ class Group:
 
     def step_time(self) -> float:
         return statistics.median(r.median_step_time() for r in self.runs)
+
+    def mean_step_time(self) -> float:
+        return statistics.median(r.mean_step_time() for r in self.runs)
 
     def bytes_per_step(self) -> float | None:
         values = [b for b in (r.bytes_per_step() for r in self.runs) if b is not None]

@@ -57,6 +57,8 @@ class DistributedStep:
             self.comm.all_reduce(flat, "mean", deterministic=True)
             for i, part in zip(idx, flat.split([grads[i].numel() for i in idx])):
                 out[i] = part.view(grads[i].shape)
+        if hasattr(self.comm, "mark_round"):
+            self.comm.mark_round()  # data-parallel Shampoo synchronizes once every step
         averaged, k = [], 0
         for group, indices, params, gs in found:
             averaged.append((group, indices, params, out[k : k + len(gs)]))
