@@ -32,11 +32,12 @@ def _curve(group: Group, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 def loss_figure(groups: list[Group], workload: str, axis: str, path: Path) -> Path | None:
     key, xlabel = AXES[axis]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.2, 4.6), dpi=110)
+    shown = [g for g in groups if g.workload == workload]
+    if len(shown) > 10:  # the default palette has 10 colours; never reuse one
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     drawn = False
-    for g in groups:
-        if g.workload != workload:
-            continue
+    for g in shown:
         curve = _curve(g, key)
         if curve is None:
             continue
