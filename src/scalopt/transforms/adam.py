@@ -59,8 +59,12 @@ class scale_by_adam:  # noqa: N801 - transforms are verbs
                 bc2 = b.bias_correction(beta2)
             else:
                 theta = b.per_step(self.beta2_schedule)
-                torch._foreach_mul_(v, theta)
-                torch._foreach_addcmul_(v, g, g, [1.0 - th for th in theta])
+                if len(set(theta)) == 1:  # the usual case: every parameter at the same step
+                    torch._foreach_mul_(v, theta[0])
+                    torch._foreach_addcmul_(v, g, g, value=1.0 - theta[0])
+                else:
+                    torch._foreach_mul_(v, theta)
+                    torch._foreach_addcmul_(v, g, g, [1.0 - th for th in theta])
                 bc2 = []
                 for s, th in zip(b.states, theta):
                     s["beta2_product"] *= th
