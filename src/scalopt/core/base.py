@@ -27,6 +27,14 @@ NONFINITE_POLICIES = ("raise", "skip")
 Validator = Callable[[str, Any], Any]
 
 
+def call_closure(closure: Callable[[], Any] | None) -> Any:
+    """``step(closure)``'s contract: re-evaluate the loss with gradients enabled (None without one)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class ScaloptOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` with validation, naming, non-finite policy, counters and metrics."""
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
-from scalopt.core.base import ScaloptOptimizer
+from scalopt.core.base import ScaloptOptimizer, call_closure
 
 
 class GroupBatch:
@@ -162,10 +162,7 @@ class ChainOptimizer(ScaloptOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = call_closure(closure)
         found = self.grads_by_group()
         if not found:
             return loss

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from scalopt.core.base import call_closure
 from scalopt.core.comm import Comm
 from scalopt.core.validate import check_bool, check_choice
 
@@ -271,7 +272,4 @@ class DistributedOptimizer(torch.optim.Optimizer):
         return out
 
     def closure_loss(self, closure: Any) -> Any:
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
+        return call_closure(closure)

@@ -75,7 +75,7 @@ from typing import Any
 
 import torch
 
-from scalopt.core.base import ScaloptOptimizer
+from scalopt.core.base import ScaloptOptimizer, call_closure
 from scalopt.core.validate import (
     check_betas,
     check_bool,
@@ -199,10 +199,7 @@ class Shampoo(ScaloptOptimizer):
     # -- the step ----------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = call_closure(closure)
         found = self.grads_by_group()
         if self._dist is not None:
             found = self._dist.average(self, found)
