@@ -12,7 +12,7 @@ from torch import nn
 
 import scalopt
 from distributed_helpers import batch, flat_state, make_model
-from reference.efficient_adam_ref import averaged_adam_steps
+from reference.efficient_adam_ref import averaged_adam_steps, scaled_sign_efficient_adam
 from scalopt.compress import QSGD, Identity, RandomK, ScaledSign, TopK, build
 from scalopt.core.comm import SingleComm
 from scalopt.distributed import EfficientAdam, SimComm, launch, load_checkpoint, save_checkpoint
@@ -125,11 +125,11 @@ def _lsq_data(rank: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def _lsq_rank(comm, steps: int) -> torch.Tensor:
+def _lsq_rank(comm, steps: int, compressor: str = "identity") -> torch.Tensor:
     torch.manual_seed(comm.rank)  # different on each rank: construction broadcasts rank 0's
     model = nn.Linear(4, 3).double()
     opt = EfficientAdam(
-        model.parameters(), comm=comm, lr=0.05, betas=(0.8, 0.95), eps=1e-6, compressor=Identity()
+        model.parameters(), comm=comm, lr=0.05, betas=(0.8, 0.95), eps=1e-6, compressor=build(compressor)
     )
     for t in range(1, steps + 1):
         a, y = _lsq_data(comm.rank, t)
@@ -156,6 +156,31 @@ def test_n_workers_with_identity_average_their_own_adam_steps():
         assert torch.equal(got[r], got[0])  # one replica
     torch.testing.assert_close(
         got[0].numpy(), np.concatenate([a.reshape(-1) for a in ref]), rtol=1e-10, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_scaled_sign_both_ways_follows_the_equations(n):
+    """Worker and server error feedback, per-piece scales, sharding: against a NumPy reference."""
+    torch.manual_seed(0)
+    init = nn.Linear(4, 3).double()
+    x0 = [init.weight.detach().numpy(), init.bias.detach().numpy()]
+
+    def grad(i, t, x):
+        a, y = (v.numpy() for v in _lsq_data(i, t))
+        r = a @ x[0].T + x[1] - y
+        scale = 2.0 / r.size
+        return [scale * r.T @ a, scale * r.sum(0)]
+
+    steps = 10
+    ref = scaled_sign_efficient_adam(
+        x0, grad, workers=n, steps=steps, lr=0.05, beta1=0.8, beta2=0.95, eps=1e-6
+    )
+    got = SimComm(n).run(_lsq_rank, steps, "scaled-sign")
+    for r in range(n):
+        assert torch.equal(got[r], got[0])
+    torch.testing.assert_close(
+        got[0].numpy(), np.concatenate([a.reshape(-1) for a in ref]), rtol=1e-9, atol=1e-11
     )
 
 

@@ -21,7 +21,11 @@ the same ±scale each step, so where the two workers' Adam steps disagree the se
 feedback makes the parameters oscillate by about one step size (a 2-cycle); a smaller lr trades
 progress for less of it. A short check (2 workers, SimComm, same data streams) gave eval loss
 2.91 / 2.44 / 2.37 / 2.45 at step 200 for lr 3e-3 / 2e-3 / 1.5e-3 / 1e-3 (fp32 data-parallel Adam:
-2.08), so it runs at 1.5e-3; the other configurations keep Adam's 3e-3.
+2.08), so it runs at 1.5e-3; the other configurations keep Adam's 3e-3. No warm-up: an uncompressed
+warm-up (``warmup_steps``) helps but does not close the gap and costs the bytes aim — SimComm, eval
+loss at step 300 (fp32 DP Adam 1.843, Identity 1.864): no warm-up 2.151; 50 / 100 steps at 1.5e-3
+2.098 / 2.074; 100 steps at 3e-3 1.978. At step 600: 50 / 100 steps at 3e-3 1.571 / 1.579, with
+56.8 / 97.0 KB per step (8.8× / 5.1× fewer bytes than the all-reduce, not ≥ 25×).
 
 Measured (``scalopt bench --suite compression --seeds 1``, seed 0, 2 shared CPU cores): final eval
 loss / bytes per step per rank — fp32 DP Adam 1.317 / 499.5 KB; Efficient-Adam Identity 1.343 /
