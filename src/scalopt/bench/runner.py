@@ -50,22 +50,12 @@ def run_specs(
     headers = []
     for i, spec in enumerate(specs, start=1):
         t0 = time.perf_counter()
+        run_dir = out_dir / "runs" / spec.run_id
+        common = dict(checkpoint_every=checkpoint_every, resume=resume)
         if spec.distributed:
-            header = run_distributed(
-                spec,
-                out_dir / "runs" / spec.run_id,
-                checkpoint_every=checkpoint_every,
-                resume=resume,
-                threads=threads,
-            )
+            header = run_distributed(spec, run_dir, threads=threads, **common)
         else:
-            header = train_run(
-                spec,
-                out_dir / "runs" / spec.run_id,
-                checkpoint_every=checkpoint_every,
-                resume=resume,
-                progress=progress,
-            )
+            header = train_run(spec, run_dir, progress=progress, **common)
         final = header.get("final", {})
         log(
             f"[{i}/{len(specs)}] {spec.workload} {spec.label} seed {spec.seed}: "

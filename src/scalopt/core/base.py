@@ -126,6 +126,18 @@ class ScaloptOptimizer(torch.optim.Optimizer):
         self._counters["skipped_steps"] += 1
         return None
 
+    def accept_step(self, batches: list[Any]) -> torch.Tensor | None:
+        """The global gradient norm if this step goes ahead (counted, recorded), else ``None``:
+        no gradients at all, or a non-finite one under ``nonfinite="skip"``."""
+        if not batches:
+            return None
+        grad_norm = self.check_finite(batches)
+        if grad_norm is None:
+            return None
+        self._counters["steps"] += 1
+        self.record("grad_norm", grad_norm)
+        return grad_norm
+
     def _first_nonfinite(self, batches: list[Any]) -> str | None:
         for group, idx, _, grads in batches:
             for i, g in zip(idx, grads):

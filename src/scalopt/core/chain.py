@@ -164,13 +164,9 @@ class ChainOptimizer(ScaloptOptimizer):
     def step(self, closure: Any = None) -> Any:
         loss = call_closure(closure)
         found = self.grads_by_group()
-        if not found:
-            return loss
-        grad_norm = self.check_finite(found)
+        grad_norm = self.accept_step(found)
         if grad_norm is None:
             return loss
-        self._counters["steps"] += 1
-        self.record("grad_norm", grad_norm)
         batches = []
         for group, _, params, grads in found:
             states = self._init_state(group, params)

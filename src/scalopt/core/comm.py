@@ -266,3 +266,15 @@ __all__ = [
     "sum_in_rank_order",
     "wire_bytes",
 ]
+
+
+def check_comm(comm: Any) -> Any:
+    """``comm`` if it implements the :class:`Comm` protocol, else a ``ValueError`` naming what is missing."""
+    needed = ("rank", "world_size", "all_reduce", "all_gather", "broadcast", "mark_round")
+    missing = [name for name in needed if not hasattr(comm, name)]
+    if missing:
+        raise ValueError(
+            f"comm must implement scalopt.core.comm.Comm (TorchComm, SimComm's rank endpoint, "
+            f"SingleComm); {comm!r} lacks {', '.join(missing)}"
+        )
+    return comm

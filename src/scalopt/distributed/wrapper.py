@@ -35,21 +35,10 @@ import torch
 from torch import nn
 
 from scalopt.core.base import call_closure
-from scalopt.core.comm import Comm
+from scalopt.core.comm import Comm, check_comm
 from scalopt.core.validate import check_bool, check_choice
 
 NONFINITE = ("raise", "skip")
-
-
-def check_comm(comm: Any) -> Comm:
-    needed = ("rank", "world_size", "all_reduce", "all_gather", "broadcast", "mark_round")
-    missing = [name for name in needed if not hasattr(comm, name)]
-    if missing:
-        raise ValueError(
-            f"comm must implement scalopt.core.comm.Comm (TorchComm, SimComm's rank endpoint, "
-            f"SingleComm); {comm!r} lacks {', '.join(missing)}"
-        )
-    return comm
 
 
 def check_not_ddp(module: Any, optimizer: Any) -> None:

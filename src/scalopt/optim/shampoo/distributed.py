@@ -26,19 +26,6 @@ import torch
 from scalopt.optim.shampoo.plan import GroupPlan
 
 
-def check_comm(comm: Any) -> Any:
-    if comm is None:
-        return None
-    needed = ("rank", "world_size", "all_reduce", "all_gather")
-    missing = [n for n in needed if not hasattr(comm, n)]
-    if missing:
-        raise ValueError(
-            f"comm must be a scalopt Comm (scalopt.core.comm.Comm: rank, world_size, all_reduce, "
-            f"all_gather) or None, got {comm!r} (missing {', '.join(missing)})"
-        )
-    return comm
-
-
 class DistributedStep:
     """The two collectives of a distributed Shampoo step."""
 
@@ -57,8 +44,7 @@ class DistributedStep:
             self.comm.all_reduce(flat, "mean", deterministic=True)
             for i, part in zip(idx, flat.split([grads[i].numel() for i in idx])):
                 out[i] = part.view(grads[i].shape)
-        if hasattr(self.comm, "mark_round"):
-            self.comm.mark_round()  # data-parallel Shampoo synchronizes once every step
+        self.comm.mark_round()  # data-parallel Shampoo synchronizes once every step
         averaged, k = [], 0
         for group, indices, params, gs in found:
             averaged.append((group, indices, params, out[k : k + len(gs)]))

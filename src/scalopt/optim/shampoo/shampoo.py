@@ -76,6 +76,7 @@ from typing import Any
 import torch
 
 from scalopt.core.base import ScaloptOptimizer, call_closure
+from scalopt.core.comm import check_comm
 from scalopt.core.validate import (
     check_betas,
     check_bool,
@@ -86,7 +87,7 @@ from scalopt.core.validate import (
     check_positive,
 )
 from scalopt.linalg import ROOT_METHODS
-from scalopt.optim.shampoo.distributed import DistributedStep, check_comm
+from scalopt.optim.shampoo.distributed import DistributedStep
 from scalopt.optim.shampoo.grafting import GRAFTINGS
 from scalopt.optim.shampoo.plan import STRUCTURAL, GroupPlan
 from scalopt.optim.shampoo.preconditioner import ShapeGroup
@@ -151,7 +152,7 @@ class Shampoo(ScaloptOptimizer):
         self.root_method = check_choice("root_method", root_method, ROOT_METHODS)
         self.root_dtype = check_choice("root_dtype", root_dtype, ROOT_DTYPES)
         self.async_roots = check_bool("async_roots", async_roots)
-        self.comm = check_comm(comm)
+        self.comm = None if comm is None else check_comm(comm)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -203,13 +204,8 @@ class Shampoo(ScaloptOptimizer):
         found = self.grads_by_group()
         if self._dist is not None:
             found = self._dist.average(self, found)
-        if not found:
+        if self.accept_step(found) is None:
             return loss
-        grad_norm = self.check_finite(found)
-        if grad_norm is None:
-            return loss
-        self._counters["steps"] += 1
-        self.record("grad_norm", grad_norm)
         work = [(self._plan(group, idx, params), grads) for group, idx, params, grads in found]
         for plan, _ in work:
             plan.begin()
