@@ -1,4 +1,4 @@
-"""The shape plan of Shampoo: squeeze, merge, split into blocks, skip; greedy LPT assignment to ranks.
+"""The shape plan of Shampoo: squeeze, merge, split into blocks, skip; the cost of a block.
 
 For a parameter of shape (n_1, …, n_r) with block size b (``block_size``) and skip dimension s
 (``skip_dim``), following ALGORITHMS.md §1:
@@ -15,14 +15,16 @@ For a parameter of shape (n_1, …, n_r) with block size b (``block_size``) and 
    full-matrix preconditioner of size ≤ b).
 
 Meta's ``max_preconditioner_dim`` is ``block_size`` here. Blocks are cut row-major over the chunk
-grid. ``assign_lpt`` gives units to ranks by greedy longest-processing-time: sort by cost
-descending (ties: lower index first), give each to the least-loaded rank (ties: lowest rank).
+grid. ``block_cost`` is what ``scalopt.optim.sharding.assign_lpt`` balances when blocks are
+spread over ranks (re-exported here, where the shape plan's users look for it).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+
+from scalopt.optim.sharding import assign_lpt as assign_lpt
 
 
 @dataclass(frozen=True)
@@ -94,14 +96,3 @@ def block_cost(shape: tuple[int, ...], numel: int, preconditioned: bool) -> int:
     """Memory of a unit in elements: its factors and roots (2·Σ d_i²) plus its element-wise state."""
     factors = 2 * sum(d * d for d in shape) if preconditioned else 0
     return factors + numel
-
-
-def assign_lpt(costs: list[int], world_size: int) -> list[int]:
-    """Greedy LPT: the rank of each unit, largest cost first to the least-loaded rank."""
-    load = [0] * world_size
-    owner = [0] * len(costs)
-    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
-        r = min(range(world_size), key=lambda r: (load[r], r))
-        owner[i] = r
-        load[r] += costs[i]
-    return owner

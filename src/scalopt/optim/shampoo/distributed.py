@@ -4,10 +4,11 @@ With N ranks (Shi et al. 2023's data-parallel distributor, ALGORITHMS.md §1):
 
     G ← (1/N)·Σ_r G_r                 one all-reduce of all gradients, summed in rank order 0..N−1
     the items of each param group (blocks, graft-only parameters) are assigned to ranks once, by
-    greedy LPT on their state size (``blocking.assign_lpt``)
+    greedy LPT on their state size (``scalopt.optim.sharding.assign_lpt``)
     rank r keeps statistics, roots, graft and momentum state of its items only (≈ 1/N memory),
     computes their final directions P (graft, decoupled decay and momentum folded in)
-    one all-gather of the directions (per dtype, padded to the largest rank's share)
+    one all-gather of the directions (``scalopt.optim.sharding.all_gather_owned``: per dtype,
+    padded to the largest rank's share)
     every rank applies W ← W − lr·P to every parameter
 
 Every rank therefore ends with the same parameters, bitwise equal to single-process Shampoo on the
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from scalopt.optim.shampoo.plan import GroupPlan
+from scalopt.optim.sharding import all_gather_owned
 
 
 class DistributedStep:
@@ -55,28 +57,11 @@ class DistributedStep:
         """All-gather the directions of every rank's items; returns them for all items."""
         if self.comm.world_size == 1:
             return sources  # type: ignore[return-value]
-        out: list[Any] = list(sources)
         shapes = [
             tuple(plan.params[pos].shape) if block is None else block.shape for pos, block in plan.items
         ]
         dtypes = [plan.params[pos].dtype for pos, _ in plan.items]
-        for dtype in dict.fromkeys(dtypes):
-            per_rank = [
-                [i for i in range(len(plan.items)) if dtypes[i] == dtype and plan.owner[i] == r]
-                for r in range(self.comm.world_size)
-            ]
-            sizes = [[_numel(shapes[i]) for i in items] for items in per_rank]
-            width = max(sum(s) for s in sizes)
-            mine = [out[i].reshape(-1) for i in per_rank[self.comm.rank]]
-            flat = torch.zeros(width, dtype=dtype, device=plan.params[0].device)
-            if mine:
-                torch.cat(mine, out=flat[: sum(sizes[self.comm.rank])])
-            gathered = self.comm.all_gather(flat)
-            for r, items in enumerate(per_rank):
-                parts = gathered[r][: sum(sizes[r])].split(sizes[r])
-                for i, part in zip(items, parts):
-                    out[i] = part.view(shapes[i])
-        return out
+        return all_gather_owned(self.comm, sources, plan.owner, shapes, dtypes, plan.params[0].device)
 
     def manifest(self, opt: Any) -> dict[str, Any]:
         return {
@@ -88,10 +73,3 @@ class DistributedStep:
                 if (plan := opt._plans.get(id(group))) is not None
             },
         }
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

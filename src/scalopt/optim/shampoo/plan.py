@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 from scalopt.optim.shampoo import grafting
-from scalopt.optim.shampoo.blocking import Block, ParamPlan, assign_lpt, block_cost, plan_param
+from scalopt.optim.shampoo.blocking import Block, ParamPlan, block_cost, plan_param
 from scalopt.optim.shampoo.preconditioner import DiagGroup, Entry, ShapeGroup
+from scalopt.optim.sharding import assign_lpt
 
 STRUCTURAL = ("block_size", "skip_dim", "merge_dims", "precondition_1d")
 
