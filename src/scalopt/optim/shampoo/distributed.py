@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from scalopt.optim.shampoo.plan import GroupPlan
+from scalopt.optim.shampoo.plan import ItemLayout
 from scalopt.optim.sharding import all_gather_owned
 
 
@@ -34,8 +34,10 @@ class DistributedStep:
     def __init__(self, comm: Any) -> None:
         self.comm = comm
 
-    def average(self, opt: Any, found: list[Any]) -> list[Any]:
-        """Replace every gradient by its average over ranks (p.grad itself is left as it is)."""
+    def average(self, found: list[Any]) -> list[Any]:
+        """Replace every gradient by its average over ranks (p.grad itself is left as it is).
+
+        ``found``: (group, indices, params, grads) per param group, as ``grads_by_group`` gives."""
         if self.comm.world_size == 1 or not found:
             return found
         grads = [g for _, _, _, gs in found for g in gs]
@@ -53,23 +55,10 @@ class DistributedStep:
             k += len(gs)
         return averaged
 
-    def share(self, plan: GroupPlan, sources: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    def share(self, layout: ItemLayout, sources: list[torch.Tensor | None]) -> list[torch.Tensor]:
         """All-gather the directions of every rank's items; returns them for all items."""
-        if self.comm.world_size == 1:
-            return sources  # type: ignore[return-value]
-        shapes = [
-            tuple(plan.params[pos].shape) if block is None else block.shape for pos, block in plan.items
-        ]
-        dtypes = [plan.params[pos].dtype for pos, _ in plan.items]
-        return all_gather_owned(self.comm, sources, plan.owner, shapes, dtypes, plan.params[0].device)
+        return all_gather_owned(self.comm, sources, layout.owner, layout.shapes, layout.dtypes, layout.device)
 
-    def manifest(self, opt: Any) -> dict[str, Any]:
-        return {
-            "world_size": self.comm.world_size,
-            "rank": self.comm.rank,
-            "owners": {
-                index: list(plan.owner)
-                for index, group in enumerate(opt.param_groups)
-                if (plan := opt._plans.get(id(group))) is not None
-            },
-        }
+    def manifest(self, owners: dict[int, list[int]]) -> dict[str, Any]:
+        """The shard's identity: world size, rank, and the owner of every item per param group index."""
+        return {"world_size": self.comm.world_size, "rank": self.comm.rank, "owners": owners}

@@ -18,7 +18,8 @@ Per step the work is O(units) torch calls:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
 
 import torch
 
@@ -27,10 +28,67 @@ from scalopt.optim.shampoo.blocking import Block, ParamPlan, block_cost, plan_pa
 from scalopt.optim.shampoo.preconditioner import DiagGroup, Entry, ShapeGroup
 from scalopt.optim.sharding import assign_lpt
 
-STRUCTURAL = ("block_size", "skip_dim", "merge_dims", "precondition_1d")
-
 Unit = ShapeGroup | DiagGroup
-Item = tuple[int, Block | None]  # (parameter position, block; None: the whole graft-only parameter)
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The options that shape a group's plan; fixed at the group's first step."""
+
+    block_size: int
+    skip_dim: int
+    merge_dims: bool
+    precondition_1d: bool
+
+    @classmethod
+    def of(cls, group: dict[str, Any]) -> Structure:
+        return cls(**{k: group[k] for k in STRUCTURAL})
+
+    def changed(self, group: dict[str, Any]) -> list[str]:
+        """The names of the options whose value in ``group`` differs from this structure."""
+        return [k for k in STRUCTURAL if group[k] != getattr(self, k)]
+
+
+STRUCTURAL = tuple(f.name for f in fields(Structure))
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a plan was made for: the parameters with gradients (by identity) and the structure."""
+
+    param_ids: tuple[int, ...]
+    structure: Structure
+
+
+class Item(NamedTuple):
+    """A unit of work on one rank: a block of a parameter, or a whole graft-only parameter."""
+
+    pos: int  # the parameter's position in the group plan
+    block: Block | None  # None: the whole graft-only parameter
+
+
+@dataclass(frozen=True)
+class ItemLayout:
+    """What sharing directions across ranks needs: each item's owner, shape and dtype."""
+
+    owner: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    dtypes: tuple[torch.dtype, ...]
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Accumulated:
+    """The accumulate phase's output, per unit: what the directions phase reads.
+
+    ``m`` is M (β1 > 0) or G itself, with Ĝ = c1·M; ``v`` the graft accumulators (empty when the
+    graft has none); ``w`` the blocks of the parameters (None without weight decay). Read only.
+    """
+
+    m: list[torch.Tensor]
+    c1: list[float]
+    v: list[torch.Tensor]
+    w: list[torch.Tensor] | None
 
 
 def block_of(t: torch.Tensor, merged: tuple[int, ...], block: Block | None) -> torch.Tensor:
@@ -55,17 +113,22 @@ class GroupPlan:
     ) -> None:
         self.group, self.params = group, params
         self.signature = self.signature_of(group, params)
-        self.plans: list[ParamPlan] = [
-            plan_param(tuple(p.shape), **{k: group[k] for k in STRUCTURAL}) for p in params
-        ]
+        structure = asdict(self.signature.structure)
+        self.plans: list[ParamPlan] = [plan_param(tuple(p.shape), **structure) for p in params]
         self.items: list[Item] = []
         costs = []
         for pos, (p, pp) in enumerate(zip(params, self.plans)):
             for block in pp.blocks or (None,):
-                self.items.append((pos, block))
+                self.items.append(Item(pos, block))
                 numel = p.numel() if block is None else block_numel(block)
                 costs.append(block_cost(block.shape if block else (), numel, block is not None))
         self.owner = assign_lpt(costs, world_size) if world_size > 1 else [0] * len(self.items)
+        self.layout = ItemLayout(
+            owner=tuple(self.owner),
+            shapes=tuple(tuple(params[pos].shape) if b is None else b.shape for pos, b in self.items),
+            dtypes=tuple(params[pos].dtype for pos, _ in self.items),
+            device=params[0].device,
+        )
         self.blocks_per_rank = [0] * world_size
         for (_, block), r in zip(self.items, self.owner):
             self.blocks_per_rank[r] += block is not None
@@ -73,8 +136,8 @@ class GroupPlan:
         self._build_units(states, describe)
 
     @staticmethod
-    def signature_of(group: dict[str, Any], params: list[torch.Tensor]) -> tuple[Any, ...]:
-        return (tuple(map(id, params)),) + tuple(group[k] for k in STRUCTURAL)
+    def signature_of(group: dict[str, Any], params: list[torch.Tensor]) -> Signature:
+        return Signature(tuple(map(id, params)), Structure.of(group))
 
     def _build_units(
         self, states: Callable[[torch.Tensor], dict[str, Any]], describe: Callable[[int], str]
@@ -130,9 +193,9 @@ class GroupPlan:
         out += [dg.gather(tensors) for dg in self.diag]
         return out
 
-    def accumulate(self, grads: list[torch.Tensor]) -> dict[str, Any]:
+    def accumulate(self, grads: list[torch.Tensor]) -> Accumulated:
         if not self.units:  # a rank that owns nothing of this group
-            return {"m": [], "c1": [], "v": [], "w": None}
+            return Accumulated(m=[], c1=[], v=[], w=None)
         group = self.group
         beta1, beta2 = group["betas"]
         wd = group["weight_decay"]
@@ -151,15 +214,15 @@ class GroupPlan:
             m = [u.buffer("exp_avg") for u in self.units]
             torch._foreach_lerp_(m, g, 1.0 - beta1)
             c1 = [1.0 / (1.0 - beta1**u.t) for u in self.units]
-        return {"m": m, "c1": c1, "v": v, "w": w}
+        return Accumulated(m=m, c1=c1, v=v, w=w)
 
-    def directions(self, work: dict[str, Any]) -> list[torch.Tensor]:
+    def directions(self, work: Accumulated) -> list[torch.Tensor]:
         if not self.units:
             return []
         group = self.group
-        graft, m, c1 = group["grafting"], work["m"], work["c1"]
+        graft, m, c1 = group["grafting"], work.m, work.c1
         bc2 = [1.0 - group["grafting_beta2"] ** u.t for u in self.units] if graft == "adam" else []
-        q, scale = grafting.direction(m, work["v"], graft, group["grafting_eps"], c1, bc2)
+        q, scale = grafting.direction(m, work.v, graft, group["grafting_eps"], c1, bc2)
         p: list[torch.Tensor | None] = [None] * len(self.units)
         for k, sg in enumerate(self.shape_groups):
             if not sg.any_rooted:
@@ -180,7 +243,7 @@ class GroupPlan:
         out = [q[k] if d is None else d for k, d in enumerate(p)]  # q may alias M or G: read only
         wd, mu = group["weight_decay"], group["momentum"]
         if wd != 0 and group["decoupled_weight_decay"]:
-            out = torch._foreach_add(out, work["w"], alpha=wd)
+            out = torch._foreach_add(out, work.w, alpha=wd)
         if mu != 0:
             b = [u.buffer("momentum_buffer") for u in self.units]
             torch._foreach_mul_(b, mu)

@@ -53,6 +53,18 @@ class Entry:
         return f"block{self.block.index}.{name}"
 
 
+@dataclass(frozen=True)
+class RootResult:
+    """The outcome of one shape group's root computation, per factor i: (n, d_i, d_i) roots, and per
+    block whether the root succeeded and why not; the last solver exception; the seconds it took."""
+
+    roots: list[torch.Tensor]
+    ok: list[list[bool]]  # [factor][block]
+    reasons: list[list[str | None]]
+    error: BaseException | None
+    seconds: float
+
+
 @dataclass
 class Pending:
     """Roots computed from the statistics of ``snapshot_step``, installed at ``install_step``."""
@@ -285,7 +297,7 @@ def resolve(pending: Pending) -> float:
     assert pending.future is not None
     results = pending.future.result()
     waited = time.perf_counter() - start
-    roots, ok, reasons, error, seconds = results[pending.key]
-    pending.roots, pending.ok, pending.reasons, pending.error = roots, ok, reasons, error
-    pending.seconds, pending.future = seconds, None
+    res: RootResult = results[pending.key]
+    pending.roots, pending.ok, pending.reasons, pending.error = res.roots, res.ok, res.reasons, res.error
+    pending.seconds, pending.future = res.seconds, None
     return waited

@@ -32,12 +32,12 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from scalopt.linalg import finite_rows, inverse_root, nonfinite_report
-from scalopt.optim.shampoo.preconditioner import Pending, ShapeGroup, resolve
+from scalopt.optim.shampoo.preconditioner import Pending, RootResult, ShapeGroup, resolve
 
 MAX_CONSECUTIVE_FAILURES = 3
 
@@ -58,25 +58,52 @@ class InlineExecutor(Executor):
         return future
 
 
-# one batched solve: (p, stack, eps per matrix, [(group index, factor, start, stop)])
-Batch = tuple[int, torch.Tensor, torch.Tensor, list[tuple[int, int, int, int]]]
+class Slot(NamedTuple):
+    """Where one factor of one shape group sits in a batched solve: rows start:stop of the stack."""
+
+    group: int  # the shape group's index in the refresh
+    factor: int
+    start: int
+    stop: int
 
 
-def compute_roots(batches: list[Batch], n_groups: int, method: str, dtype: torch.dtype) -> dict[int, Any]:
-    """Solve every batch; results per group index: (roots, ok, reasons, error, seconds) per factor."""
-    out: dict[int, list[Any]] = {}
-    for p, stack, eps, slots in batches:
+class RootBatch(NamedTuple):
+    """One batched solve: matrices of one size, all raised to the power −1/p."""
+
+    p: int
+    stack: torch.Tensor  # (rows, d, d): the Ĥ of every slot, concatenated
+    eps: torch.Tensor  # (rows,): the ridge of every matrix
+    slots: list[Slot]
+
+
+def compute_roots(
+    batches: list[RootBatch], n_groups: int, method: str, dtype: torch.dtype
+) -> dict[int, RootResult]:
+    """Solve every batch; the roots of every shape group (by index), per factor in factor order."""
+    roots: dict[int, dict[int, torch.Tensor]] = {}
+    oks: dict[int, dict[int, list[bool]]] = {}
+    reasons: dict[int, dict[int, list[str | None]]] = {}
+    errors: dict[int, BaseException | None] = {}
+    seconds: dict[int, float] = {}
+    for batch in batches:
         start = time.perf_counter()
-        res = inverse_root(stack, p, eps, method=method, dtype=dtype)
-        share = (time.perf_counter() - start) / len(slots)
-        for g, i, a, b in slots:
-            entry = out.setdefault(g, [{}, {}, {}, None, 0.0])
-            entry[0][i], entry[1][i], entry[2][i] = res.roots[a:b], res.ok[a:b], res.reasons[a:b]
-            entry[3] = res.error or entry[3]
-            entry[4] += share
+        res = inverse_root(batch.stack, batch.p, batch.eps, method=method, dtype=dtype)
+        share = (time.perf_counter() - start) / len(batch.slots)
+        for g, i, a, b in batch.slots:
+            roots.setdefault(g, {})[i] = res.roots[a:b]
+            oks.setdefault(g, {})[i] = res.ok[a:b]
+            reasons.setdefault(g, {})[i] = res.reasons[a:b]
+            errors[g] = res.error or errors.get(g)
+            seconds[g] = seconds.get(g, 0.0) + share
     return {
-        g: ([r[i] for i in sorted(r)], [o[i] for i in sorted(o)], [w[i] for i in sorted(w)], err, sec)
-        for g, (r, o, w, err, sec) in out.items()
+        g: RootResult(
+            roots=[r[i] for i in sorted(r)],
+            ok=[oks[g][i] for i in sorted(r)],
+            reasons=[reasons[g][i] for i in sorted(r)],
+            error=errors[g],
+            seconds=seconds[g],
+        )
+        for g, r in roots.items()
     }
 
 
@@ -114,16 +141,16 @@ class RootRefresher:
                 self._check_finite(sg, i, hhat)
                 key = (h.shape[-1], 2 * sg.order, h.dtype, h.device)
                 batches.setdefault(key, []).append((g, i, hhat, eps))
-        work: list[Batch] = []
+        work: list[RootBatch] = []
         for (_, p, dtype, device), parts in batches.items():
             slots, offset = [], 0
             for g, i, hhat, _ in parts:
-                slots.append((g, i, offset, offset + hhat.shape[0]))
+                slots.append(Slot(g, i, offset, offset + hhat.shape[0]))
                 offset += hhat.shape[0]
             eps = torch.cat(
                 [torch.full((hhat.shape[0],), e, dtype=dtype, device=device) for _, _, hhat, e in parts]
             )
-            work.append((p, torch.cat([hhat for _, _, hhat, _ in parts]), eps, slots))
+            work.append(RootBatch(p, torch.cat([hhat for _, _, hhat, _ in parts]), eps, slots))
         if self.async_roots:
             if self.executor is None:
                 # a new thread does not inherit torch's intra-op thread count: without the initializer
@@ -141,11 +168,19 @@ class RootRefresher:
         results = compute_roots(work, len(items), self.method, self.dtype)
         failures, error = [], None
         for g, (sg, _, _) in enumerate(items):
-            roots, ok, reasons, err, seconds = results[g]
-            pend = Pending(sg.t, sg.t, roots=roots, ok=ok, reasons=reasons, error=err, seconds=seconds)
+            res = results[g]
+            pend = Pending(
+                sg.t,
+                sg.t,
+                roots=res.roots,
+                ok=res.ok,
+                reasons=res.reasons,
+                error=res.error,
+                seconds=res.seconds,
+            )
             failures += sg.install(pend)
-            error = err or error
-            self.count("root_seconds", seconds)
+            error = res.error or error
+            self.count("root_seconds", res.seconds)
         self._account(failures, error, items[0][0].t)
 
     def install_due(self, groups: list[ShapeGroup]) -> None:

@@ -89,7 +89,7 @@ from scalopt.core.validate import (
 from scalopt.linalg import ROOT_METHODS
 from scalopt.optim.shampoo.distributed import DistributedStep
 from scalopt.optim.shampoo.grafting import GRAFTINGS
-from scalopt.optim.shampoo.plan import STRUCTURAL, GroupPlan
+from scalopt.optim.shampoo.plan import GroupPlan
 from scalopt.optim.shampoo.preconditioner import ShapeGroup
 from scalopt.optim.shampoo.refresh import RootRefresher, start_step
 
@@ -203,7 +203,7 @@ class Shampoo(ScaloptOptimizer):
         loss = call_closure(closure)
         found = self.grads_by_group()
         if self._dist is not None:
-            found = self._dist.average(self, found)
+            found = self._dist.average(found)
         if self.accept_step(found) is None:
             return loss
         work = [(self._plan(group, idx, params), grads) for group, idx, params, grads in found]
@@ -229,7 +229,7 @@ class Shampoo(ScaloptOptimizer):
         for (plan, _), d in zip(work, directions):
             sources = plan.item_sources(d)
             if self._dist is not None:
-                sources = self._dist.share(plan, sources)
+                sources = self._dist.share(plan.layout, sources)
             plan.apply(sources, plan.group["lr"])
         self._record_staleness(shape_groups)
         return loss
@@ -243,7 +243,7 @@ class Shampoo(ScaloptOptimizer):
         ):
             return plan
         if plan is not None and plan.group is group:
-            changed = [k for k in STRUCTURAL if plan.group[k] != plan.signature[1 + STRUCTURAL.index(k)]]
+            changed = plan.signature.structure.changed(group)
             if changed:
                 raise ValueError(f"{', '.join(changed)} cannot change after a param group's first step")
             if self._dist is not None:
@@ -296,7 +296,12 @@ class Shampoo(ScaloptOptimizer):
         sd["state"] = {k: dict(v) for k, v in sd["state"].items()}
         sd["scalopt"]["shampoo"] = {"format": 1, "rank": self.rank, "world_size": self.world_size}
         if self._dist is not None:
-            sd["scalopt"]["shampoo"]["manifest"] = self._dist.manifest(self)
+            owners = {
+                index: list(plan.owner)
+                for index, group in enumerate(self.param_groups)
+                if (plan := self._plans.get(id(group))) is not None
+            }
+            sd["scalopt"]["shampoo"]["manifest"] = self._dist.manifest(owners)
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
