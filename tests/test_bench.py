@@ -7,11 +7,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from scalopt import workloads
 from scalopt.bench import RunSpec, records, run_specs, train_run
 from scalopt.bench.suites.core import QUICK_WORKLOAD, quick
 from scalopt.cli import main
+from scalopt.core.comm import SingleComm
+from scalopt.distributed import registry
 from scalopt.report import render
 
 
@@ -211,3 +214,25 @@ def test_ctrl_c_keeps_finished_runs_and_resume_finishes(tmp_path, monkeypatch, c
     )
     assert [records.read_header(d)["status"] for d in records.list_runs(out)] == ["done"] * 3
     assert (out / "report.md").exists()
+
+
+def test_algorithms_that_are_optimizers_take_no_other_optimizer(capsys):
+    base = dict(workload="digits", steps=4, workers=2)
+    owns = [("celgc", "clipped-sgd"), ("efficient-adam", "generic-adam"), ("shampoo-sharded", "shampoo")]
+    for algorithm, own in owns:
+        assert RunSpec(algorithm=algorithm, **base).optimizer == own  # left out: the algorithm's own
+        assert RunSpec(algorithm=algorithm, optimizer=own, **base).optimizer == own  # records round trip
+        with pytest.raises(ValueError, match=f"'{algorithm}' is an optimizer itself.*optimizer='adam'"):
+            RunSpec(algorithm=algorithm, optimizer="adam", **base)
+    with pytest.raises(ValueError, match="'local-sgd' wraps an inner optimizer"):
+        RunSpec(algorithm="local-sgd", **base)
+    with pytest.raises(ValueError, match="optimizer is required"):
+        RunSpec(workload="digits", steps=4)
+    with pytest.raises(ValueError, match="is an optimizer itself"):
+        registry.build("celgc", torch.nn.Linear(2, 1), "adam", {"lr": 0.1}, SingleComm())
+    # the command line rejects --optimizer for them outright, and still requires it for wrappers
+    assert main(["train", "--algorithm", "celgc", "--optimizer", "clipped-sgd", "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--algorithm celgc is an optimizer itself (clipped-sgd): drop --optimizer" in err
+    assert main(["train", "--algorithm", "local-sgd", "--workers", "2"]) == 2
+    assert "wraps an inner optimizer" in capsys.readouterr().err

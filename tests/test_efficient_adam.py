@@ -436,7 +436,6 @@ def test_bench_run_with_checkpoints_equals_the_uninterrupted_run(tmp_path):
     spec = RunSpec(
         workload="stdlib-lm",
         workload_overrides=QUICK_WORKLOAD,
-        optimizer="adam",
         hparams={"lr": 3e-3},
         steps=10,
         eval_every=5,

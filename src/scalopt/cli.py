@@ -3,7 +3,7 @@
     scalopt bench                                   the default suite on stdlib-lm, report in runs/default
     scalopt bench --suite quick --seeds 1 --out runs/quick
     scalopt train --workload digits --optimizer clipped-sgd --set lr=0.1 --set max_norm=1 --steps 300
-    scalopt train --workers 2 --algorithm celgc --optimizer clipped-sgd --set lr=0.3 --set max_norm=1 \
+    scalopt train --workers 2 --algorithm celgc --set lr=0.3 --set max_norm=1 \
         --algorithm-set period=8 --network 1e-3,125e6
     scalopt report runs/default                     re-render from records, never trains
     scalopt list
@@ -103,6 +103,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"unknown algorithm {args.algorithm!r}; valid names: {', '.join(algorithms.names())}"
             )
+        own = algorithms.OWN_OPTIMIZER.get(args.algorithm)
+        if own is not None and args.optimizer is not None:
+            raise UsageError(
+                f"--algorithm {args.algorithm} is an optimizer itself ({own}): drop --optimizer "
+                f"{args.optimizer} and give {own}'s hyperparameters with --set / --lr"
+            )
     network = None
     if args.network:
         try:
@@ -126,7 +132,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             steps=args.steps or wl.default_steps,
             seed=args.seed,
             eval_every=args.eval_every,
-            label=args.label or (f"{args.algorithm} {args.optimizer}" if args.algorithm else args.optimizer),
+            label=args.label or " ".join(x for x in (args.algorithm, args.optimizer) if x),
             workers=args.workers,
             algorithm=args.algorithm,
             algorithm_args=_pairs(args.algorithm_set, "--algorithm-set"),
@@ -134,7 +140,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    out = Path(args.out or f"runs/train-{args.workload}-{args.optimizer}")
+    out = Path(args.out or f"runs/train-{args.workload}-{args.optimizer or args.algorithm}")
     run_specs(
         [spec],
         out,
@@ -223,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one optimizer on one workload")
     t.add_argument("--workload", default="stdlib-lm")
-    t.add_argument("--optimizer", required=True)
+    t.add_argument("--optimizer", help="required, except for algorithms that are optimizers themselves")
     t.add_argument("--lr", type=float)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="optimizer hyperparameter")
     t.add_argument("--workload-set", action="append", default=[], metavar="KEY=VALUE", help="workload config")

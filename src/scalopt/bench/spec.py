@@ -1,9 +1,11 @@
 """``RunSpec``: one training run, fully described by plain data.
 
 A run is a workload (with config overrides), an optimizer from the registry (with hyperparameter
-overrides), a number of steps and a seed. ``seed`` is the init seed (the same initial model for
-every optimizer); the data stream uses ``data_seed`` (per rank in distributed runs). Suites are
-functions returning lists of RunSpecs.
+overrides), a number of steps and a seed. A distributed algorithm that is an optimizer itself
+(``scalopt.distributed.registry.OWN_OPTIMIZER``) needs no optimizer: it is filled in with the
+algorithm's own, and a different one raises ``ValueError``. ``seed`` is the init seed (the same initial
+model for every optimizer); the data stream uses ``data_seed`` (per rank in distributed runs). Suites
+are functions returning lists of RunSpecs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from scalopt.core.validate import check_int
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
     workload: str
-    optimizer: str
+    optimizer: str | None = None  # required unless the algorithm is an optimizer itself
     steps: int
     seed: int = 0
     hparams: dict[str, Any] = field(default_factory=dict)
@@ -40,6 +42,12 @@ class RunSpec:
         check_int("workers", self.workers, minimum=1)
         if self.workers > 1 and self.algorithm is None:
             raise ValueError(f"workers={self.workers} needs an algorithm (e.g. 'data-parallel')")
+        if self.algorithm is not None:
+            from scalopt.distributed.registry import resolve_optimizer
+
+            object.__setattr__(self, "optimizer", resolve_optimizer(self.algorithm, self.optimizer))
+        elif self.optimizer is None:
+            raise ValueError("optimizer is required (--optimizer on the command line), e.g. 'adam'")
         if self.network is not None:
             object.__setattr__(self, "network", tuple(self.network))
         if not self.label:

@@ -2,11 +2,14 @@
 
 Each entry builds the algorithm's optimizer on one rank from the model, the inner optimizer (a
 registry name with its hyperparameters) and the algorithm's own arguments (e.g. ``period``).
-``celgc`` is LocalSGD over ClippedSGD: it takes the clipped-SGD hyperparameters (lr, max_norm,
-momentum) and ignores the inner optimizer's name; ``efficient-adam`` likewise takes GenericAdam's
-hyperparameters (schedules as ``scalopt.schedules.to_dict`` data) and, as algorithm arguments,
-``compressor`` / ``server_compressor`` (a ``scalopt.compress.build`` spec: ``"scaled-sign"`` or
-``{"name": "top-k", "ratio": 0.01}``; stochastic ones are seeded per rank) and ``warmup_steps``.
+
+Three algorithms are optimizers themselves (``OWN_OPTIMIZER``): they take the hyperparameters of one
+fixed optimizer and no inner optimizer. Their optimizer name is left out (None) or is that optimizer's
+name; any other name raises ``ValueError`` instead of being ignored. ``celgc`` is LocalSGD over
+ClippedSGD: it takes the clipped-SGD hyperparameters (lr, max_norm, momentum); ``efficient-adam`` takes
+GenericAdam's hyperparameters (schedules as ``scalopt.schedules.to_dict`` data) and, as algorithm
+arguments, ``compressor`` / ``server_compressor`` (a ``scalopt.compress.build`` spec: ``"scaled-sign"``
+or ``{"name": "top-k", "ratio": 0.01}``; stochastic ones are seeded per rank) and ``warmup_steps``.
 
 ``ddp-compression`` and ``ddp-powersgd`` wrap the model in ``DistributedDataParallel`` with a comm
 hook (scalopt's ``compression_hook`` with a ``compressor`` spec and ``warmup_iters``; torch's
@@ -15,9 +18,9 @@ PowerSGD with ``PowerSGDState`` arguments such as ``matrix_approximation_rank`` 
 the plain inner optimizer and the module the loss must run through. The compression hook's state
 travels in the optimizer's ``state_dict`` (under ``"ddp_hook"``); PowerSGD's does not.
 
-``shampoo-sharded`` is ``Shampoo(comm=comm)`` itself, with Shampoo's hyperparameters (the inner
-optimizer's name is ignored): it averages the gradients over ranks, shards the blocks (statistics,
-roots) by LPT and all-gathers the directions; no data-parallel wrapper, which would average twice.
+``shampoo-sharded`` is ``Shampoo(comm=comm)`` itself, with Shampoo's hyperparameters: it averages the
+gradients over ranks, shards the blocks (statistics, roots) by LPT and all-gathers the directions; no
+data-parallel wrapper, which would average twice.
 """
 
 from __future__ import annotations
@@ -138,13 +141,43 @@ ALGORITHMS: dict[str, Builder] = {
 }
 
 
+#: the algorithms that are optimizers themselves -> the optimizer whose hyperparameters they take
+OWN_OPTIMIZER: dict[str, str] = {
+    "celgc": "clipped-sgd",
+    "efficient-adam": "generic-adam",
+    "shampoo-sharded": "shampoo",
+}
+
+
 def names() -> list[str]:
     return sorted(ALGORITHMS)
 
 
-def build(
-    name: str, model: torch.nn.Module, optimizer: str, hparams: dict[str, Any], comm: Comm, **args: Any
-) -> Built:
+def resolve_optimizer(name: str, optimizer: str | None) -> str:
+    """The optimizer a run of algorithm ``name`` uses: ``optimizer`` for a wrapper (required), the
+    algorithm's own for one that is an optimizer itself (``optimizer`` must be None or that name)."""
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; valid names: {', '.join(names())}")
+    own = OWN_OPTIMIZER.get(name)
+    if own is None:
+        if optimizer is None:
+            raise ValueError(
+                f"algorithm {name!r} wraps an inner optimizer: give one (optimizer=, --optimizer on the "
+                f"command line), a scalopt.optim registry name such as 'adam'"
+            )
+        return optimizer
+    if optimizer is not None and optimizer != own:
+        raise ValueError(
+            f"algorithm {name!r} is an optimizer itself ({own} with its own communication) and takes "
+            f"no inner optimizer, got optimizer={optimizer!r}; leave the optimizer out and give "
+            f"{own}'s hyperparameters"
+        )
+    return own
+
+
+def build(
+    name: str, model: torch.nn.Module, optimizer: str | None, hparams: dict[str, Any], comm: Comm, **args: Any
+) -> Built:
+    """The optimizer (or (optimizer, forward module)) of algorithm ``name`` on this rank."""
+    optimizer = resolve_optimizer(name, optimizer)
     return ALGORITHMS[name](model, optimizer, hparams, comm, **args)

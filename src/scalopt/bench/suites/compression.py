@@ -84,7 +84,7 @@ def compression(seeds: int = 1) -> list[RunSpec]:
                 specs.append(
                     RunSpec(
                         workload="stdlib-lm",
-                        optimizer="adam",
+                        optimizer=None if algorithm == "efficient-adam" else "adam",  # EA is Adam itself
                         label=label + suffix,
                         hparams={
                             "lr": SIGN_LR
