@@ -1,9 +1,10 @@
 """Shampoo at scale: blocked Kronecker-factored preconditioning with grafting (see ``shampoo.py``).
 
-Files: ``blocking.py`` (the shape plan, block costs), ``grafting.py`` (graft directions, norm
-matching), ``preconditioner.py`` (stacked statistics and roots per shape group), ``refresh.py``
-(root schedule, batching, failure policy, async worker), ``plan.py`` (one param group's units and
-per-step phases), ``distributed.py`` (comm=, over ``scalopt.optim.sharding``), ``shampoo.py`` (the optimizer).
+Files: ``blocking.py`` (the shape plan, block costs), ``grafting.py`` (graft directions, norm matching),
+``preconditioner.py`` (stacked statistics and roots per shape group), ``refresh.py`` (root schedule,
+batching, failure policy, async worker), ``guard.py`` (failed steps change nothing), ``plan.py`` (one
+param group's units and per-step phases), ``distributed.py`` (comm=, over ``scalopt.optim.sharding``),
+``shampoo.py`` (the optimizer).
 """
 
 from scalopt.optim.shampoo.refresh import RootFailureError

@@ -30,8 +30,15 @@ factors. ``block_size`` is Meta's ``max_preconditioner_dim``. A parameter with a
 with ``precondition_1d`` a vector gets P = (L̂ + ε·I)^(−1/2) g.
 
 Roots (``refresh.py``, ``scalopt.linalg``): ``root_method`` "eigh" or "newton" (coupled Newton) in
-``root_dtype`` with a float64 retry; non-finite statistics raise; a failed root keeps the previous
-one (identity before the first success) and warns; more than 3 consecutive failing root steps raise.
+``root_dtype`` with a float64 retry; a failed root keeps the previous one (identity before the first
+success) and warns; more than 3 consecutive failing root steps raise.
+
+Failed steps (``guard.py``): finite gradients whose squares overflow the statistics or the graft
+accumulator make the step fail as a whole: every buffer, step and counter stays as before, then
+``nonfinite="raise"`` raises ``FloatingPointError`` and ``"skip"`` counts a skipped step. The cost:
+a host-side bound decides when a step could overflow; only such steps copy the state of their
+parameters first and check it. (Root failures keep their own policy above: a step that raises
+``RootFailureError`` has counted its failures.)
 ``async_roots=True`` computes them on a background thread from a snapshot taken at the root step
 and installs them exactly f steps later (deterministic).
 
@@ -86,9 +93,10 @@ from scalopt.core.validate import (
     check_nonnegative,
     check_positive,
 )
-from scalopt.linalg import ROOT_METHODS
+from scalopt.linalg import ROOT_METHODS, nonfinite_report
 from scalopt.optim.shampoo.distributed import DistributedStep
 from scalopt.optim.shampoo.grafting import GRAFTINGS
+from scalopt.optim.shampoo.guard import Snapshot, StepGuard, effective_norm, measure
 from scalopt.optim.shampoo.plan import GroupPlan
 from scalopt.optim.shampoo.preconditioner import ShapeGroup
 from scalopt.optim.shampoo.refresh import RootRefresher, start_step
@@ -183,6 +191,8 @@ class Shampoo(ScaloptOptimizer):
             counters=lambda: self._counters,
         )
         self._dist = DistributedStep(self.comm) if self.comm is not None else None
+        self._guard = StepGuard()
+        self._fresh: set[int] = set()
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
@@ -204,9 +214,56 @@ class Shampoo(ScaloptOptimizer):
         found = self.grads_by_group()
         if self._dist is not None:
             found = self._dist.average(found)
-        if self.accept_step(found) is None:
+        before = (dict(self._counters), dict(self._last))
+        grad_norm = self.accept_step(found)
+        if grad_norm is None:
             return loss
-        work = [(self._plan(group, idx, params), grads) for group, idx, params, grads in found]
+        self._fresh = set()  # parameters without state until the plans made now (see _plan)
+        try:
+            work = [(self._plan(group, idx, params), grads) for group, idx, params, grads in found]
+        except BaseException:
+            self._counters, self._last = before
+            raise
+        groups = [plan.group for plan, _ in work]
+        params = [p for plan, _ in work for p in plan.params]
+        g = effective_norm(groups, [plan.params for plan, _ in work], float(grad_norm))
+        bound = self._guard.next_bound(groups, g)
+        if bound <= StepGuard.limit(params):  # no entry can overflow: in place, nothing to check
+            self._run(work, None)
+            self._guard.bound = bound
+            return loss
+        # a transaction: copy what the step may change, put it back if the state overflows
+        for plan, _ in work:
+            for sg in plan.shape_groups:
+                sg.write_pending()
+        snapshot = Snapshot.take(self, params, self._fresh, *before)
+        measured = self._run(work, params)
+        assert measured is not None
+        if math.isfinite(measured[1]):
+            self._guard.bound = measured[0]
+        else:
+            where = self._first_nonfinite_state(found)
+            self._rollback(snapshot, work)
+            if self.nonfinite == "raise":
+                raise FloatingPointError(
+                    f"Shampoo: non-finite statistics in {where}: the gradients were finite but their "
+                    f"squares overflowed; nothing was changed: lower the learning rate, clip gradients, "
+                    f"or pass nonfinite='skip' to skip such steps"
+                )
+            self._counters["skipped_steps"] += 1
+        return loss
+
+    def _first_nonfinite_state(self, found: list[Any]) -> str:
+        for group, indices, params, _ in found:
+            for i, p in zip(indices, params):
+                for k, v in self.state[p].items():
+                    if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all()):
+                        return f"{k!r} of {self.param_name(group, i)} ({nonfinite_report(v)})"
+        return "the state of another rank"
+
+    def _run(self, work: list[Any], check: list[torch.Tensor] | None) -> tuple[float, float] | None:
+        """The phases of one step; with ``check``, the state of those parameters is measured right
+        after the accumulation and the step stops there if any of it is not finite."""
         for plan, _ in work:
             plan.begin()
         shape_groups = [sg for plan, _ in work for sg in plan.shape_groups]
@@ -214,6 +271,13 @@ class Shampoo(ScaloptOptimizer):
 
         # accumulate: statistics, graft accumulator, filtered gradient
         accumulated = [plan.accumulate(grads) for plan, grads in work]
+        measured = None
+        if check is not None:
+            # B unknown (after load_state_dict): measure the state of every parameter, not only this step's
+            states = [self.state[p] for p in check] if self._guard.bound is not None else self.state.values()
+            measured = measure(list(states), self.comm)
+            if not math.isfinite(measured[1]):
+                return measured
         # refresh roots
         self._roots.refresh(
             [
@@ -232,7 +296,13 @@ class Shampoo(ScaloptOptimizer):
                 sources = self._dist.share(plan.layout, sources)
             plan.apply(sources, plan.group["lr"])
         self._record_staleness(shape_groups)
-        return loss
+        return measured
+
+    def _rollback(self, snapshot: Snapshot, work: list[Any]) -> None:
+        """Put back the state the step started from; the plans are rebuilt from it at the next step."""
+        snapshot.restore(self)
+        for plan, _ in work:
+            self._plans.pop(id(plan.group), None)
 
     def _plan(self, group: dict[str, Any], indices: list[int], params: list[torch.Tensor]) -> GroupPlan:
         plan = self._plans.get(id(group))
@@ -258,6 +328,7 @@ class Shampoo(ScaloptOptimizer):
                 f"Shampoo does not support complex parameters ({self.param_name(group, complex_[0])}); "
                 f"optimize torch.view_as_real of it instead"
             )
+        self._fresh.update(id(p) for p in params if not self.state.get(p))
         plan = GroupPlan(
             group,
             params,
@@ -327,6 +398,7 @@ class Shampoo(ScaloptOptimizer):
                 for n, x in v.items()
             }
         self._plans = {}
+        self._guard.bound = None  # measured at the next step
 
     def close(self) -> None:
         """Stop the background root worker (async_roots); pending roots are waited for first."""
