@@ -15,7 +15,8 @@ I = 2; argparse default I = 8).
 
 This is ``LocalSGD(ClippedSGD(params, lr, max_norm, momentum, weight_decay=λ), period=I)``: see
 ``scalopt.optim.clipped_sgd`` for the clipping (the raw gradient is clipped, then weight decay is
-added — the issue's rule; the authors clip d = g + λx with 10⁻¹⁰ in the norm) and
+added, so ClippedSGD is exactly clip_grad_norm_ + torch.optim.SGD; the authors' code clips
+d = g + λx with 10⁻¹⁰ in the norm; the two agree for λ = 0 up to the 10⁻¹⁰) and
 ``scalopt.distributed.local_sgd`` for the averaging (floating buffers averaged too with
 ``module=``). Special cases: ``max_norm=inf`` is Local SGD over SGD; N = 1 is ClippedSGD;
 I = 1 is the average of locally clipped steps — NOT naive parallel clipping, which is

@@ -10,9 +10,11 @@ the same flat buffer and are averaged too (DistributedDataParallel broadcasts ra
 
 ``DataParallelOptimizer(scalopt.Adam(params, lr=1e-3), comm=comm)`` is distributed (data-parallel)
 Adam: every node applies the same Adam step to the averaged gradient, which equals minibatch Adam
-with batch N·B up to summation order — not local-step Adam (ALGORITHMS.md §7, Chen, Shen, Zou, Liu,
-"Towards Practical Adam", JMLR 23(229), 2022, arXiv 2101.05471). Over ``ClippedSGD`` it is naive
-parallel clipping (the averaged gradient is clipped), the baseline of CELGC (ALGORITHMS.md §5).
+with batch N·B up to summation order — not local-step Adam. This is the distributed Adam of Chen,
+Shen, Zou, Liu, "Towards Practical Adam", JMLR 23(229), 2022, arXiv 2101.05471, whose bound's noise
+term shrinks with N·B (the "linear speedup"). Over ``ClippedSGD`` it is naive parallel clipping
+(the averaged gradient is clipped), the baseline Liu et al. compare CELGC against (NeurIPS 2022,
+arXiv 2205.05040).
 
 Every rank must have gradients for the same parameters (as DistributedDataParallel without
 ``find_unused_parameters``); a mismatch is a Comm error (SimComm names it; gloo reports a size

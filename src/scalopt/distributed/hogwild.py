@@ -9,12 +9,14 @@
         update="coordinate":  D = support of ∇f(ŵ; ξ_t), d = |D|, u ~ Uniform(D):
                               w_u ← w_u − η_t·d·[∇f(ŵ; ξ_t)]_u                 (the paper's analysed rule)
 
-Symbols ↔ arguments: c, E, μ = ``Diminishing(c, E, mu=1.0)`` (η_t = c/(t + E) with μ = 1, the issue's
-form), workers = ``workers``, steps per worker = ``steps``. The optimizer (``make_optimizer(params)``,
-picklable, e.g. ``functools.partial(torch.optim.SGD, lr=0.1)``) is built inside each worker over the
-shared parameters; its state (momentum) is per worker, as in PyTorch's mnist_hogwild example. The
-counter increment takes a lock (an atomic fetch-and-add); parameter reads and writes never do.
-Defaults [scalopt]: c = 4 (Hogwild!) or 2 (SGD), E from the theorems given L, μ (ALGORITHMS.md §11).
+Symbols ↔ arguments: c, E, μ = ``Diminishing(c, E, mu=1.0)`` (η_t = c/(t + E) with μ = 1: μ folded into
+c, the form most schedules are written in), workers = ``workers``, steps per worker = ``steps``. The
+optimizer (``make_optimizer(params)``, picklable, e.g. ``functools.partial(torch.optim.SGD, lr=0.1)``)
+is built inside each worker over the shared parameters; its state (momentum) is per worker, as in
+PyTorch's mnist_hogwild example. The counter increment takes a lock (an atomic fetch-and-add); parameter
+reads and writes never do. Defaults [scalopt]: c = 4 (Hogwild!) or 2 (SGD), as in Nguyen et al.'s step
+sizes, with E from their theorems given L and μ: SGD η_t = 2/(μ(t + E)), E = 4L/μ; Hogwild! η_t =
+4/(μ(t + E)), E = max{2τ, 16·L·D/μ} (τ the delay bound, D ≥ the largest gradient support).
 
 Seeds: ``init_seed`` builds the model (``workload.init_model(Generator().manual_seed(init_seed))``);
 worker k draws its batches (and coordinates) from ``Generator().manual_seed(data_seed + k)``.

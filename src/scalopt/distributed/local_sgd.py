@@ -14,8 +14,10 @@ never averaged or reset. All trainable parameters are averaged, whether or not t
 
 Deviations [scalopt]: during warm-up the models are averaged after every step (synchronous training
 by model averaging), where torch's ``PostLocalSGDOptimizer`` relies on DDP's gradient all-reduce;
-torch's ``PeriodicModelAverager`` also averages after the very first step and skips buffers. The
-global-momentum (BMUF/SlowMo-like) variant of ALGORITHMS.md §10 is not implemented here.
+torch's ``PeriodicModelAverager`` also averages after the very first step and skips buffers. A
+global momentum on the averaged model (BMUF/SlowMo-like: z the last synced model, x̄ the average,
+v ← gmf·v + (z − x̄)/lr, z ← z − lr·v, x^i ← z; the analogue of the ``gmf`` option of Wang, Liang
+and Joshi's Overlap Local-SGD code) is not implemented here; ``OverlapLocalSGD`` has its own.
 
 Special cases: τ = 1 with plain SGD equals ``DataParallelOptimizer`` over SGD up to rounding
 (x − η·mean g vs mean(x − η g)); N = 1 is the inner optimizer.

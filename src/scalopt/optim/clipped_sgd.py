@@ -7,9 +7,13 @@
 
 With μ = 0 and λ = 0 the step is min(lr, lr·max_norm/‖g‖)·g, the paper's min(η, γ/‖g‖)·g with
 η = lr and γ = lr·max_norm: a scheduler that decays lr decays γ with it. ``max_norm = inf`` is
-``torch.optim.SGD``. Deviation from ALGORITHMS.md §5 (the authors' code clips d = g + λ·x and adds
-10⁻¹⁰ to the norm): the issue's rule above wins — the raw gradient is clipped, exactly as
-``clip_grad_norm_`` followed by ``torch.optim.SGD``.
+``torch.optim.SGD``.
+
+Deviation from the authors' code (Liu et al.'s sgd_clip.py clips d = g + λ·x, after weight decay,
+and adds 10⁻¹⁰ to the norm: x ← x − min(η, γ/(‖d‖ + 10⁻¹⁰))·d): scalopt clips the raw gradient,
+before weight decay and without the 10⁻¹⁰, so that ClippedSGD is exactly ``clip_grad_norm_``
+followed by ``torch.optim.SGD``, the form users compare against. The two agree when λ = 0 up to
+the 10⁻¹⁰; the paper's runs use μ = 0.
 
 Reference: J. Zhang, T. He, S. Sra, A. Jadbabaie, "Why gradient clipping accelerates training",
 ICLR 2020, arXiv 1905.11881; M. Liu, Z. Zhuang, Y. Lei, C. Liao, NeurIPS 2022, arXiv 2205.05040.

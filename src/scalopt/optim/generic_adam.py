@@ -16,8 +16,11 @@ checked by ``scalopt.theory.check_adam``; use ``scalopt.schedules.InvPower`` and
 ``OneMinusInvPower`` for the schedules, and ``check_convergence=True`` to run the checker once at
 construction (it warns with the checker's explanation when the condition fails).
 
-Deviation from ALGORITHMS.md §7 (ε only inside v_0, no bias correction): the issue's rule above,
-ε outside the root as in torch, wins; ``bias_correction=False`` gives the uncorrected form.
+Deviation from the paper: Zou et al. write v_0 = ε > 0, x ← x − α_t·m/√v (ε only inside the
+initial second moment, never outside the root) and no bias correction. scalopt puts ε outside the
+root and bias-corrects by default, as ``torch.optim.Adam`` does, so that with constant schedules
+GenericAdam is torch's Adam/AdamW exactly; ``bias_correction=False`` gives the uncorrected update
+(ε still outside the root).
 
 Reference: F. Zou, L. Shen, Z. Jie, W. Zhang, W. Liu, "A Sufficient Condition for Convergences of
 Adam and RMSProp", CVPR 2019, arXiv 1811.09358; C. Chen, L. Shen, F. Zou, W. Liu, "Towards

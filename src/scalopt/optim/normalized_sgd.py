@@ -4,9 +4,10 @@
     x ← x − lr·m/(‖m‖ + eps)        ‖m‖: L2 norm over ALL the optimizer's parameters
 
 so every step has length lr (slightly less with eps). μ = ``momentum`` (default 0.9); μ = 0 is
-plain normalized gradient descent. ALGORITHMS.md §5 writes the momentum as an EMA
+plain normalized gradient descent. Cutkosky & Mehta write the momentum as an EMA
 (m ← β·m + (1−β)·g); normalisation removes the (1−β) factor, so both give the same direction
-except for how eps compares — the issue's form above wins.
+except for how eps compares. scalopt uses the heavy-ball sum above (torch.optim.SGD's momentum
+buffer), so the same ``momentum`` value means the same buffer in SGD, ClippedSGD and here.
 
 Reference: A. Cutkosky, H. Mehta, "Momentum Improves Normalized SGD", ICML 2020, arXiv 2002.03305.
 """

@@ -1,7 +1,8 @@
 """The shape plan of Shampoo: squeeze, merge, split into blocks, skip; the cost of a block.
 
 For a parameter of shape (n_1, …, n_r) with block size b (``block_size``) and skip dimension s
-(``skip_dim``), following ALGORITHMS.md §1:
+(``skip_dim``), following the authors' code (R. Anil et al., arXiv 2002.09018) and Meta's PyTorch
+implementation (H.-J. M. Shi et al., arXiv 2309.06497):
 
 1. squeeze: drop dims of size 1 (they carry no structure);
 2. merge (``merge_dims=True``): scanning from the last dim backwards, merge a dim into its right

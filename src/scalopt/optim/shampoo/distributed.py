@@ -1,6 +1,8 @@
 """Distributed Shampoo over a ``Comm``: averaged gradients, blocks owned by ranks, one all-gather.
 
-With N ranks (Shi et al. 2023's data-parallel distributor, ALGORITHMS.md §1):
+With N ranks, as the DDP distributor of H.-J. M. Shi et al., "A Distributed Data-Parallel PyTorch
+Implementation of the Distributed Shampoo Optimizer for Training Neural Networks At-Scale", arXiv
+2309.06497 (blocks by greedy LPT on their memory, one all-gather of the directions):
 
     G ← (1/N)·Σ_r G_r                 one all-reduce of all gradients, summed in rank order 0..N−1
     the items of each param group (blocks, graft-only parameters) are assigned to ranks once, by

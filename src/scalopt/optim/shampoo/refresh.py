@@ -8,7 +8,10 @@ Schedule (t = the block's 1-based step, f = ``precondition_frequency``, s = the 
 All factors due at a step are batched by (size, exponent): one ``scalopt.linalg.inverse_root`` call
 per distinct pair, whatever the number of blocks and parameter groups.
 
-Failure policy (ALGORITHMS.md §1):
+Failure policy (the authors' JAX code and Meta's PyTorch implementation both keep the previous root
+when a root fails; tolerating 3 consecutive failing root steps is the PyTorch implementation's;
+counting a non-finite root as a failure, where the JAX code keeps the old root silently, is scalopt's
+choice so that it warns and counts):
 1. non-finite Ĥ raises ``FloatingPointError`` at once, naming the parameter, block and factor, with
    NaN/Inf counts, the finite range and hints;
 2. a root that fails (the solver raises, returns non-finite values, or Newton does not converge;
