@@ -34,7 +34,9 @@ The model is one vector x (``Point``), initialised far from x*: x0 = x* + Q (s *
 with random signs s from the run's generator, so |u_j| = init_distance in every direction.
 Pinned defaults: dim 50, n_terms 256, alpha 1, beta in [0.5, 2], shift_scale 0.5, init_distance 5,
 batch_size 16, data_seed 0 (L0 = 1.175, L1 = 2, f_star = 77.84, f(x0) ~ 5.8e3, ||grad f(x0)|| ~ 700).
-Metrics: ``loss`` = f(x) over all terms, ``grad_norm`` = ||grad f(x)||, ``gap`` = f(x) - f_star.
+Metrics: ``loss`` = f(x) over all terms, ``grad_norm`` = ||grad f(x)||, ``gap`` = f(x) - f_star and
+``smoothness`` = ||hess f(x)||_2 = max_j h''_j (closed form, one pass over d numbers), so a run's
+records hold the (||grad f||, ||hess f||) pairs that ``scalopt.theory.estimate_l0l1`` fits.
 target_loss = f_star + 0.1 (gap 0.1; computed from the config unless given); default_steps 1200:
 AdamW (seed 0) crosses it at ~780 steps with lr 0.1 and ~300 with lr 0.3 (then sits on a noise floor
 of gap ~0.03-0.1); lr 0.03 is at gap ~3 after 1500 steps.
@@ -133,6 +135,12 @@ class L0L1(Workload):
         Q, beta, R, m = (t.to(x.device, x.dtype) for t in (data.Q, data.beta, data.R, data.m))
         return Q @ (self.alpha * R / beta * torch.sinh(beta * (x @ Q - m)))
 
+    def hessian_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """||hess f(x)||_2 = max_j alpha R_j cosh(beta_j (q_j^T x - m_j)), in closed form."""
+        data = self.data()
+        Q, beta, R, m = (t.to(x.device, x.dtype) for t in (data.Q, data.beta, data.R, data.m))
+        return (self.alpha * R * torch.cosh(beta * (x @ Q - m))).max()
+
     @property
     def L0(self) -> float:
         return float(self.alpha * self.data().R.max())
@@ -175,6 +183,7 @@ class L0L1(Workload):
             "loss": loss,
             "grad_norm": float(self.gradient(x.double()).norm()),
             "gap": loss - self.f_star,
+            "smoothness": float(self.hessian_norm(x.double())),
         }
 
     # -- description ---------------------------------------------------------------------------
