@@ -8,6 +8,7 @@
     scalopt report runs/default                     re-render from records, never trains
     scalopt list
     scalopt check adam --lr 1e-3 --lr-decay "1/sqrt(t)" --beta2 "1-1/t"
+    scalopt check sgd-bias --m 1 --L 10 --alpha 0.01 --delta 0.05
 
 Unknown names print one line listing the valid ones and exit with status 2.
 """
@@ -208,6 +209,24 @@ def _cmd_check_adam(args: argparse.Namespace) -> int:
     return 0 if report.satisfied else 1
 
 
+def _cmd_check_sgd_bias(args: argparse.Namespace) -> int:
+    from scalopt.theory import biased_sgd_rate, max_step_size
+
+    try:
+        rate = biased_sgd_rate(
+            m=args.m, L=args.L, alpha=args.alpha, delta=args.delta, c=args.c, sigma2=args.sigma2,
+            smoothness=args.smoothness, method=args.method,
+        )  # fmt: skip
+        alpha_max = max_step_size(m=args.m, L=args.L, delta=args.delta, c=args.c, smoothness=args.smoothness)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(rate)
+    print(f"  largest alpha with rho < 1: {alpha_max:.6g}" if alpha_max > 0 else (
+        "  no step size certifies rho < 1 for this delta (contraction needs roughly delta < sqrt(m/(2L)))"
+    ))  # fmt: skip
+    return 0 if rate.converges else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scalopt", description="Scalable and adaptive optimizers: benchmarks, reports, checks."
@@ -265,6 +284,18 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--beta1", type=float, default=0.9)
     ca.add_argument("--horizon", type=int, default=10**6, help="steps checked for non-parametric schedules")
     ca.set_defaults(func=_cmd_check_adam)
+    cs = csub.add_parser(
+        "sgd-bias", help="certified rate of SGD with biased gradients (exit 1 if rho >= 1)"
+    )
+    cs.add_argument("--m", type=float, required=True, help="strong convexity of f")
+    cs.add_argument("--L", type=float, required=True, help="smoothness of each f_i")
+    cs.add_argument("--alpha", type=float, required=True, help="step size")
+    cs.add_argument("--delta", type=float, required=True, help="relative error: |e| <= delta |g| + ...")
+    cs.add_argument("--c", type=float, default=0.0, help="absolute error: |e|^2 <= delta^2 |g|^2 + c^2")
+    cs.add_argument("--sigma2", type=float, default=0.0, help="mean |grad f_i(x*)|^2 (noise at x*)")
+    cs.add_argument("--smoothness", default="convex-smooth", help="convex-smooth (default) or smooth")
+    cs.add_argument("--method", default="bisection", help="bisection (default), closed-form or sdp (CVXPY)")
+    cs.set_defaults(func=_cmd_check_sgd_bias)
 
     r = sub.add_parser("report", help="re-render report.md and figures from records (never trains)")
     r.add_argument("dir")
