@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from reference import biased_sgd_ref as ref
 
+from reference import biased_sgd_ref as ref
 from scalopt.cli import main
 from scalopt.theory import biased_sgd_rate, max_step_size
 from scalopt.theory.biased_sgd import Certificate, closed_form_point, is_certificate, lmi_matrix, problem
@@ -75,7 +75,8 @@ def test_closed_form_matches_the_formulas_and_is_feasible():
                 continue
             F = ref.lmi_matrix(M, L, 0.01, 0.05, rho2, ls, lg, nu, smoothness)
             assert np.linalg.eigvalsh(F)[-1] <= 1e-12 * max(1, np.linalg.norm(F, 2))
-            assert is_certificate(problem(M, L, 0.01, 0.05, smoothness=smoothness), rho2, Certificate(ls, lg, nu))
+            p = problem(M, L, 0.01, 0.05, smoothness=smoothness)
+            assert is_certificate(p, rho2, Certificate(ls, lg, nu))
     # the formula is smallest at τ = δ, η = δ√κ (κ = 2mLα²): ρ² = 1 − 2mα + κ(1 + δ)² + 2δ√κ
     rho2, _ = closed_form_point(problem(M, L, 0.01, 0.05))
     kappa = 2 * M * L * 0.01**2
@@ -83,11 +84,12 @@ def test_closed_form_matches_the_formulas_and_is_feasible():
     assert rho2 == pytest.approx(best, rel=1e-14)
     assert best == pytest.approx(1 - 2 * M * 0.01 + kappa * 1.05**2 + 2 * 0.05 * kappa**0.5, rel=1e-14)
     grid = np.logspace(-5, 2, 71)
-    assert best <= min(ref.closed_form(M, L, 0.01, 0.05, t, e, "convex-smooth")[0] for t in grid for e in grid)
+    on_grid = [ref.closed_form(M, L, 0.01, 0.05, t, e, "convex-smooth")[0] for t in grid for e in grid]
+    assert best <= min(on_grid)
 
 
 def test_certificate_bounds_a_worst_case_step():
-    """One term f = ½ξᵀAξ with spectrum in [m, L] (σ* = 0): ‖x_{k+1} − x*‖² ≤ ρ²‖x_k − x*‖² for any ‖e‖ ≤ δ‖g‖."""
+    """One term f = ½ξᵀAξ, spectrum in [m, L] (σ* = 0): ‖x_{k+1} − x*‖² ≤ ρ²‖x_k − x*‖² for ‖e‖ ≤ δ‖g‖."""
     rate = biased_sgd_rate(M, L, 0.01, 0.05)
     rng = np.random.default_rng(2)
     A = np.diag(np.linspace(M, L, 6))

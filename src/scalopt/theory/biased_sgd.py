@@ -32,9 +32,10 @@ eigensolver); every certificate this module returns has passed that check. Three
 - ``"closed-form"``: Young's inequality on the cross terms with free τ, η > 0,
   ν = α²(1 + 1/τ + 1/η), λ_G = α²(1 + τ) + νδ², and λ_S = α − Lλ_G with
   ρ² = 1 − 2mα + η + 2mLα²[(1 + τ) + δ²(1 + 1/τ + 1/η)] (convex-smooth; needs λ_S ≥ 0), or λ_S = α with
-  ρ² = 1 − 2mα + η + 2L²α²[(1 + τ) + δ²(1 + 1/τ + 1/η)] (smooth). With κ = 2mLα² (resp. 2L²α²) the formula is smallest at τ = δ, η = δ√κ,
-  ρ² = 1 − 2mα + κ(1 + δ)² + 2δ√κ; that point is tried first, then a log grid of (τ, η) in
-  [1e-5, 1e2]² (needed when λ_S < 0 there, or when δ = 0 < c); the smallest ρ² that passes the check wins.
+  ρ² = 1 − 2mα + η + 2L²α²[(1 + τ) + δ²(1 + 1/τ + 1/η)] (smooth). With κ = 2mLα² (resp. 2L²α²)
+  the formula is smallest at τ = δ, η = δ√κ: ρ² = 1 − 2mα + κ(1 + δ)² + 2δ√κ. That point is tried
+  first, then a log grid of (τ, η) in [1e-5, 1e2]² (needed when λ_S < 0 there, or when δ = 0 < c);
+  the smallest ρ² that passes the check wins.
 - ``"bisection"`` (default): feasibility is monotone in ρ² (raising ρ² subtracts a PSD term), so ρ² is
   bisected between 0 and the closed-form value to a relative 1e-9; a trial ρ² is feasible iff the
   minimum over λ ≥ 0 of λ_max(F) is ≤ 0, a convex problem in three variables solved by Nelder–Mead
