@@ -65,7 +65,7 @@ def test_fit_recovers_the_workload_constants_from_a_run():
     opt = ClippedSGD(model.parameters(), lr=0.2, max_norm=1.0)
     batches = w._train_batches(gen)
     grad_norms, smoothness = [], []
-    for _ in range(300):
+    for _ in range(150):
         metrics = w.evaluate(model)
         grad_norms.append(metrics["grad_norm"])
         smoothness.append(metrics["smoothness"])

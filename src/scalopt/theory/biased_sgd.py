@@ -13,7 +13,7 @@ the LMI is 3×3 whatever the dimension p):
          "smooth":        each f_i L-smooth          E[‖g‖² − 2L²‖ξ‖²] ≤ 2σ*²
     (E)  ‖e‖² − δ²‖g‖² ≤ c²
 
-By the S-procedure, if ρ² ≥ 0 and multipliers λ_S, λ_G, ν ≥ 0 (λ_S free in sign is not needed) give
+By the S-procedure, if ρ² ≥ 0 and multipliers λ_S, λ_G, ν ≥ 0 give
 
          [ 1  −α  −α ]       [1 0 0]        [ 2m −1 0 ]        [ G11 G12 0 ]     [ 0  0  0 ]
     F =  [−α  α²  α² ] − ρ²  [0 0 0] − λ_S  [ −1  0 0 ] − λ_G  [ G12  1  0 ] − ν [ 0 −δ² 0 ]  ≼ 0
@@ -44,13 +44,17 @@ eigensolver); every certificate this module returns has passed that check. Three
 
 For the noise floor, H is minimised over the multipliers that certify the found ρ². When δ = c = 0 the
 error is identically zero and its row is dropped (otherwise ν would have to grow without bound); then
-convex-smooth gives ρ² = 1 − 2mα(1 − Lα), H = 2α²σ*² — the classic SGD bound for α ≤ 1/L.
+convex-smooth gives ρ² = 1 − 2mα(1 − Lα), H = 2α²σ*² — the classic SGD bound for α ≤ 1/L. When
+δ = 0 < c the best ρ² is only approached as ν → ∞, so H at that ρ² is large: a slightly larger ρ²
+buys a much lower floor (the closed form, or the sequential SDP, makes that trade).
 Numerically the problem is solved in the congruent form D F D, D = diag(1, 1/α, 1/α), with scaled
 multipliers λ_S = α s, λ_G = α² g, ν = α² n, which keeps every entry O(1) for small α.
 
 Deviations from the paper: the paper writes the constraints through generic matrices M (one per
 assumption on the f_i) and scales its multipliers differently; the matrix above is our derivation from
 the same error model and assumptions, checked numerically, so its multipliers are not the paper's.
+The paper's own explicit feasible point does not reduce to ρ² = 1 − 2mα + O(α²) when δ = c = 0
+(its Remark 4); the closed form here does, because its τ, η → 0 in that limit.
 
 Reference: B. Hu, P. Seiler, L. Lessard, "Analysis of biased stochastic gradient descent using
 sequential semidefinite programs", Mathematical Programming 188:383–408, 2021, arXiv 1711.00987.
@@ -230,6 +234,12 @@ class _Phi:
 
     def __init__(self, p: Problem):
         self.V, self.R, self.S, self.G, self.E = lmi_terms(p)
+        self.k = 3 if p.has_error else 2  # ν only exists when there is an error term
+
+    def _full(self, theta: np.ndarray) -> np.ndarray:
+        x = np.zeros(3)
+        x[: self.k] = theta[: self.k] ** 2
+        return x
 
     def matrix(self, rho2: float, x: np.ndarray) -> np.ndarray:
         return self.V - rho2 * self.R - x[0] * self.S - x[1] * self.G - x[2] * self.E
@@ -243,12 +253,13 @@ class _Phi:
             f0 = self.value(rho2, x0)
             if f0 < -1e-9:  # already strictly feasible: no need to optimise
                 return f0, x0
+            theta0 = np.sqrt(np.maximum(x0[: self.k], 1e-12))
             res = minimize(
-                lambda th: self.value(rho2, th * th), np.sqrt(np.maximum(x0, 1e-12)), method="Nelder-Mead",
+                lambda th: self.value(rho2, self._full(th)), theta0, method="Nelder-Mead",
                 callback=_stop_when_feasible, options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 500},
             )  # fmt: skip
             if res.fun < best_f:
-                best_f, best_x = float(res.fun), res.x * res.x
+                best_f, best_x = float(res.fun), self._full(res.x)
             if best_f <= 0:
                 break
         return best_f, best_x
@@ -351,9 +362,10 @@ def max_step_size(
 ) -> float:
     """The largest α with a certified ρ < 1 (0.0 when none), to a relative 1e-6.
 
-    α certifies iff min over multipliers of λ_max(D F D) at ρ² = 1 is < 0; the set of such α is an
-    interval (0, α_max) because ρ² = 1 − 2mα + O(α) and F is quadratic in α, found by bisection on
-    [0, 2/L]: the classic δ = 0 bounds are α < 1/L (convex-smooth) and α < m/L² (smooth).
+    α certifies iff min over multipliers of λ_max(D F D) at ρ² = 1 is < 0. The set of such α is an
+    interval: in the Schur form [[−N, v], [vᵀ, −1]] ≼ 0 the LMI is jointly linear in (α, ρ², λ_S, λ_G,
+    ν), so the smallest certified ρ² is a convex function of α. Found by bisection on [1e-6·2/L, 2/L];
+    the classic δ = 0 bounds are α < 1/L (convex-smooth) and α < m/L² (smooth).
     """
     p0 = problem(m, L, 1.0 / L, delta, c, 0.0, smoothness)
     last = [np.array([1.0, 1.0, 1.0])]  # multipliers (scaled) of the last α that contracted
