@@ -1,4 +1,10 @@
-"""The torch.optim contract, checked for every scalopt optimizer in the registry."""
+"""The torch.optim contract, checked for every scalopt optimizer in the registry.
+
+Optimizers with a closure protocol (``scalopt.core.closure``: they differentiate the loss themselves)
+are stepped through ``_step`` with a closure that returns the loss without calling backward (and,
+for "loss+sample", a ``sample`` that here evaluates the same data: the tests need a deterministic
+objective). Where a test sets gradients by hand, such optimizers get a loss with that gradient.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import math
 import pytest
 import torch
 
+from scalopt.core.closure import LOSS_AND_SAMPLE, closure_protocol
 from scalopt.optim import registry
 
 ENTRIES = [e for e in registry.OPTIMIZERS.values() if e.scalopt]
@@ -33,14 +40,23 @@ def _loss(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> to
     return torch.nn.functional.mse_loss(model(x), y)
 
 
+def _step(opt: torch.optim.Optimizer, loss_fn) -> torch.Tensor:
+    """One step on ``loss_fn()``: backward then step(), or step(closure[, sample]) where asked."""
+    protocol = closure_protocol(opt)
+    if protocol is None:
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return loss
+    return opt.step(loss_fn, loss_fn) if protocol == LOSS_AND_SAMPLE else opt.step(loss_fn)
+
+
 def _train(opt: torch.optim.Optimizer, model: torch.nn.Module, steps: int, data=None) -> list[float]:
     data = data or _data()
     losses = []
     for _ in range(steps):
-        opt.zero_grad()
-        loss = _loss(model, data)
-        loss.backward()
-        opt.step()
+        loss = _step(opt, lambda: _loss(model, data))
         losses.append(float(loss.detach()))
     return losses
 
@@ -67,9 +83,14 @@ def test_non_contiguous_param_matches_contiguous(entry):
     oa, ob = entry.build([a], **entry.example), entry.build([b], **entry.example)
     for _ in range(5):
         grad = torch.randn(4, 6, generator=g)
-        a.grad, b.grad = grad.clone(), grad.clone()
-        oa.step()
-        ob.step()
+        if entry.closure is None:
+            a.grad, b.grad = grad.clone(), grad.clone()
+            oa.step()
+            ob.step()
+        else:
+            for x, o in ((a, oa), (b, ob)):
+                anchor = x.detach().clone()
+                _step(o, lambda x=x, anchor=anchor: 0.5 * (x - anchor).square().sum() + (x * grad).sum())
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -96,13 +117,19 @@ def test_params_without_grad_and_zero_grad_are_untouched(entry):
     model = _model()
     opt = entry.build(model.parameters(), **entry.example)
     before = _params(model)
-    opt.step()  # no gradients at all: a no-op
-    assert not opt.state
     frozen = model[2].weight
-    opt.zero_grad()
-    _loss(model, _data()).backward()
-    frozen.grad = None
-    opt.step()
+    if entry.closure is None:
+        opt.step()  # no gradients at all: a no-op
+        assert not opt.state
+        opt.zero_grad()
+        _loss(model, _data()).backward()
+        frozen.grad = None
+        opt.step()
+    else:
+        _step(opt, lambda: torch.zeros((), requires_grad=True))  # a loss no parameter enters: a no-op
+        assert not opt.state and _params(model)[0].equal(before[0])
+        frozen.requires_grad_(False)
+        _step(opt, lambda: _loss(model, _data()))
     torch.testing.assert_close(frozen.detach(), before[2], rtol=0, atol=0)
     assert frozen not in opt.state
 
@@ -168,7 +195,7 @@ def test_step_hooks_and_closure(entry):
         loss.backward()
         return loss
 
-    loss = opt.step(closure)
+    loss = opt.step(closure) if entry.closure is None else _step(opt, lambda: _loss(model, data))
     assert calls == ["pre", "post"]
     assert isinstance(loss, torch.Tensor) and loss.ndim == 0
 
@@ -196,6 +223,19 @@ def test_invalid_nonfinite_policy_raises(entry):
         entry.build(_model().parameters(), **entry.example, nonfinite="ignore")
 
 
+def _step_with_bad_gradient(opt, model, param, index, value) -> None:
+    """A step whose gradient of ``param`` at ``index`` is ``value`` (NaN/inf), the rest ordinary."""
+    if closure_protocol(opt) is None:
+        opt.zero_grad()
+        _loss(model, _data()).backward()
+        param.grad[index] = value
+        opt.step()
+        return
+    mask = torch.zeros_like(param)
+    mask[index] = value
+    _step(opt, lambda: _loss(model, _data()) + (param * mask).sum())
+
+
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_nonfinite_gradient_raises_with_name_and_changes_nothing(entry):
     model = _model()
@@ -205,11 +245,8 @@ def test_nonfinite_gradient_raises_with_name_and_changes_nothing(entry):
     state_before = {
         k: {n: (v.clone() if torch.is_tensor(v) else v) for n, v in s.items()} for k, s in opt.state.items()
     }
-    opt.zero_grad()
-    _loss(model, _data()).backward()
-    model[2].bias.grad[0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"2\.bias"):
-        opt.step()
+        _step_with_bad_gradient(opt, model, model[2].bias, (0,), float("nan"))
     for p, q in zip(before, model.parameters()):
         assert torch.equal(p, q.detach())
     for k, s in opt.state.items():
@@ -221,20 +258,16 @@ def test_nonfinite_gradient_raises_with_name_and_changes_nothing(entry):
 def test_nonfinite_unnamed_parameter_reports_index_and_shape(entry):
     model = _model()
     opt = entry.build(model.parameters(), **entry.example)
-    _loss(model, _data()).backward()
-    model[0].weight.grad[0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match=r"parameter 0 \(shape \(5, 6\)\)"):
-        opt.step()
+        _step_with_bad_gradient(opt, model, model[0].weight, (0, 0), float("inf"))
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_nonfinite_skip_counts_and_leaves_everything(entry):
     model = _model()
     opt = entry.build(model.parameters(), **entry.example, nonfinite="skip")
-    _loss(model, _data()).backward()
-    model[0].weight.grad[0, 0] = float("nan")
     before = _params(model)
-    opt.step()
+    _step_with_bad_gradient(opt, model, model[0].weight, (0, 0), float("nan"))
     assert not opt.state  # lazily created state was not even created
     for p, q in zip(before, model.parameters()):
         assert torch.equal(p, q.detach())
@@ -247,9 +280,8 @@ def test_nonfinite_skip_counts_and_leaves_everything(entry):
 def test_sparse_gradient_is_a_clear_error(entry):
     emb = torch.nn.Embedding(10, 3, sparse=True)
     opt = entry.build(emb.parameters(), **entry.example)
-    emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="sparse"):
-        opt.step()
+        _step(opt, lambda: emb(torch.tensor([1, 2])).square().sum())
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
@@ -269,3 +301,15 @@ def test_param_groups_hold_plain_values(entry):
         for key, value in group.items():
             if key not in ("params", "param_names"):
                 assert isinstance(value, (int, float, bool, str, tuple, type(None))), (key, value)
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.closure], ids=[e.name for e in ENTRIES if e.closure])
+def test_closure_optimizers_name_what_is_missing(entry):
+    model = _model()
+    opt = entry.build(model.parameters(), **entry.example)
+    with pytest.raises(ValueError, match="needs closure"):
+        opt.step()
+    if entry.closure == LOSS_AND_SAMPLE:
+        with pytest.raises(ValueError, match="needs sample"):
+            opt.step(lambda: _loss(model, _data()))
+    assert not opt.state

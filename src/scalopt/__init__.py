@@ -19,7 +19,9 @@ _EXPORTS: dict[str, str] = {
     "ClippedSGD": "scalopt.optim",
     "GeneralizedSignSGD": "scalopt.optim",
     "GenericAdam": "scalopt.optim",
+    "HVPRVR": "scalopt.optim",
     "NormalizedSGD": "scalopt.optim",
+    "OASIS": "scalopt.optim",
     "Shampoo": "scalopt.optim",
 }
 

@@ -56,10 +56,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from scalopt.bench import suites
     from scalopt.optim import registry
 
-    print("optimizers:")
+    print("optimizers (closure: step(closure) with closure() = loss without backward; +sample: also")
+    print("            step(closure, sample) with sample() = loss of a fresh batch; scalopt train/bench pass them):")
     for name in registry.names():
         e = registry.get(name)
-        print(f"  {name:22s} {e.family:10s} {e.summary}")
+        flag = {None: "", "loss": " [closure]", "loss+sample": " [closure+sample]"}[e.closure]
+        print(f"  {name:22s} {e.family:12s} {e.summary}{flag}")
     print("workloads:")
     for name in workloads.names():
         wl = workloads.WORKLOADS[name]

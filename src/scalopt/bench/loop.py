@@ -3,6 +3,11 @@
     model = workload.init_model(Generator(seed))          same initial model for every optimizer
     batches = workload.batches("train", Generator(data_seed))
     repeat: zero_grad → loss → backward → opt.step() (timed alone) → log
+            (optimizers with a closure protocol, ``scalopt.core.closure``: opt.step(closure[, sample=])
+             where closure() is the loss of this step's batch and sample() the loss of the next batch
+             drawn from the same stream; both without backward — the optimizer differentiates)
+    each row has step_time (opt.step() alone; for closure optimizers it contains their forward and
+    backward passes) and iter_time (forward + backward + step, comparable across both kinds)
             evaluate every ``eval_every`` steps and at the end; checkpoint every ``checkpoint_every``
 
 A checkpoint holds the model, the optimizer, the data generator's state (the data position), the
@@ -23,6 +28,7 @@ from tqdm.auto import tqdm
 
 from scalopt.bench import records
 from scalopt.bench.spec import RunSpec
+from scalopt.core.closure import LOSS_AND_SAMPLE, closure_protocol
 from scalopt.optim import registry
 
 CHECKPOINT = "checkpoint.pt"
@@ -55,6 +61,21 @@ def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
             if isinstance(v, torch.Tensor):
                 seen[(v.device, v.data_ptr())] = v.numel() * v.element_size()
     return sum(seen.values())
+
+
+def _closures(wl: Any, model: torch.nn.Module, batch: Any, batches: Any, protocol: str) -> tuple[Any, ...]:
+    """``step``'s arguments under a closure protocol: (closure,) or (closure, sample)."""
+
+    def closure() -> torch.Tensor:
+        return wl.loss(model, batch)
+
+    if protocol != LOSS_AND_SAMPLE:
+        return (closure,)
+
+    def sample() -> torch.Tensor:
+        return wl.loss(model, next(batches))
+
+    return (closure, sample)
 
 
 def _comm_counters(comm: Any) -> dict[str, float]:
@@ -139,6 +160,7 @@ def train_run(
     writer = records.RowWriter(run_dir, keep_until=start if start > 0 else None)
 
     batches = wl.batches("train", data_gen)
+    protocol = closure_protocol(opt)
     model.train()
     bar = tqdm(
         total=spec.steps, initial=start, desc=spec.label[:24], leave=False, disable=not progress, unit="step"
@@ -149,12 +171,22 @@ def train_run(
     try:
         for step in range(start + 1, spec.steps + 1):
             batch = next(batches)
-            opt.zero_grad(set_to_none=True)
-            loss = wl.loss(forward_model, batch)
-            loss.backward()
-            t0 = time.perf_counter()
-            opt.step()
+            t_iter = time.perf_counter()
+            if protocol is None:
+                opt.zero_grad(set_to_none=True)
+                loss = wl.loss(forward_model, batch)
+                loss.backward()
+                t0 = time.perf_counter()
+                opt.step()
+            else:  # the optimizer evaluates (and differentiates) the loss itself
+                t0 = t_iter
+                try:
+                    loss = opt.step(*_closures(wl, forward_model, batch, batches, protocol))
+                except FloatingPointError as err:  # its gradients or products overflowed: diverged
+                    header["nonfinite"] = str(err)
+                    loss = torch.tensor(math.nan)
             step_time = time.perf_counter() - t0
+            iter_time = time.perf_counter() - t_iter
             if "optimizer_state_bytes" not in header:  # after the first step: the state exists
                 header["optimizer_state_bytes"] = optimizer_state_bytes(opt)
             last_loss = float(loss.detach())
@@ -162,6 +194,7 @@ def train_run(
                 "step": step,
                 "loss": last_loss,
                 "step_time": step_time,
+                "iter_time": iter_time,
                 "wall": time.perf_counter() - t_start - eval_time,
             }
             if step % spec.eval_every == 0 or step == spec.steps:

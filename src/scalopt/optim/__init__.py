@@ -3,7 +3,9 @@
 from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
+from scalopt.optim.hvp_rvr import HVPRVR
 from scalopt.optim.normalized_sgd import NormalizedSGD
+from scalopt.optim.oasis import OASIS
 from scalopt.optim.shampoo import RootFailureError, Shampoo
 
 __all__ = [
@@ -12,7 +14,9 @@ __all__ = [
     "ClippedSGD",
     "GeneralizedSignSGD",
     "GenericAdam",
+    "HVPRVR",
     "NormalizedSGD",
+    "OASIS",
     "RootFailureError",
     "Shampoo",
 ]

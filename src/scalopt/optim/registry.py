@@ -16,8 +16,11 @@ import torch
 from scalopt import schedules
 from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
+from scalopt.core.closure import closure_protocol
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
+from scalopt.optim.hvp_rvr import HVPRVR
 from scalopt.optim.normalized_sgd import NormalizedSGD
+from scalopt.optim.oasis import OASIS
 from scalopt.optim.shampoo import Shampoo
 
 
@@ -33,6 +36,10 @@ def _torch_adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
+def _torch_sgd(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, foreach=True, **kwargs)
+
+
 @dataclass(frozen=True)
 class OptimizerEntry:
     name: str
@@ -45,6 +52,12 @@ class OptimizerEntry:
     def build(self, params: Iterable[Any], **overrides: Any) -> torch.optim.Optimizer:
         return self.factory(params, **overrides)
 
+    @property
+    def closure(self) -> str | None:
+        """How ``step`` is called: None (after ``loss.backward()``), or a protocol of
+        ``scalopt.core.closure`` ("loss": ``step(closure)``; "loss+sample": also ``sample=``)."""
+        return closure_protocol(self.factory)
+
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {
     e.name: e
@@ -55,6 +68,14 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "baseline",
             "torch.optim.AdamW(foreach=True)",
             {"lr": 1e-2},
+            scalopt=False,
+        ),
+        OptimizerEntry(
+            "torch-sgd",
+            _torch_sgd,
+            "baseline",
+            "torch.optim.SGD(foreach=True) (set momentum=0.9 for heavy ball)",
+            {"lr": 1e-2, "momentum": 0.9},
             scalopt=False,
         ),
         OptimizerEntry("adam", Adam, "adam", "Adam (Generic Adam preset)", {"lr": 1e-2}),
@@ -85,6 +106,20 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "second-order",
             "Shampoo: blocked Kronecker-factored preconditioning with Adam grafting",
             {"lr": 1e-2, "precondition_frequency": 2},
+        ),
+        OptimizerEntry(
+            "oasis",
+            OASIS,
+            "second-order",
+            "OASIS: Hutchinson diagonal Hessian + adaptive step from local smoothness",
+            {"lr": 0.5, "alpha": 1e-2, "eta0": 1e-2},
+        ),
+        OptimizerEntry(
+            "hvp-rvr",
+            HVPRVR,
+            "second-order",
+            "HVP recursive variance reduction: g_t = g_{t-1} + HVP along the step, random resets",
+            {"lr": 1e-2, "reset_prob": 0.2, "reset_batches": 2},
         ),
     ]
 }

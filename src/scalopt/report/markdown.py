@@ -38,6 +38,8 @@ def table(groups: list[Group], workload: str) -> list[str]:
     show_state = any(_state_bytes(g) is not None for g in rows)
     show_bytes = any(g.bytes_per_step() is not None for g in rows)
     show_workers = any(g.workers() > 1 for g in rows)
+    show_hvps = any(g.hvps_per_step() is not None for g in rows)
+    base_iter = baseline_step_time(groups, workload, whole_iteration=True) if show_hvps else None
     head = [
         "optimizer",
         "seeds",
@@ -52,6 +54,8 @@ def table(groups: list[Group], workload: str) -> list[str]:
     if show_workers:
         head[1:1] = ["workers", "network"]
         head += ["wall s/step", "rounds/step"]
+    if show_hvps:
+        head += ["median fwd+bwd+step (ms)", f"fwd+bwd+step / {BASELINE}", "HVPs/step"]
     if show_bytes:
         head.append("bytes/step/rank")
     if show_state:
@@ -75,6 +79,13 @@ def table(groups: list[Group], workload: str) -> list[str]:
         if show_workers:
             cells[1:1] = [str(g.workers()), g.network()]
             cells += [_fmt(g.wall_per_step(), 4), _fmt(g.rounds_per_step(), 4)]
+        if show_hvps:
+            it, hv = g.iter_time(), g.hvps_per_step()
+            cells += [
+                _fmt(it * 1e3, 1),
+                _fmt(it / base_iter, 2) + "×" if base_iter else "—",
+                _fmt(hv, 2) if hv is not None else "0",
+            ]
         if show_bytes:
             cells.append(_bytes(g.bytes_per_step()))
         if show_state:
@@ -106,6 +117,14 @@ def document(
         "- `opt.step()` time: median (the typical step) and mean (amortized: rare costly steps such as "
         f"Shampoo's root steps included) over steps (the first {WARMUP_STEPS} skipped), median over seeds; "
         f"the ratio divides by `{BASELINE}` (torch.optim.AdamW(foreach=True)) measured in the same process",
+    ]
+    if any(g.hvps_per_step() is not None for g in groups):
+        out.append(
+            "- optimizers that take a loss closure (Hessian-vector-product methods) run their own forward "
+            "and backward passes inside `opt.step()`; compare them by the forward + backward + step "
+            "columns (median over steps), against the same for the baseline"
+        )
+    out += [
         "",
     ]
     for workload in dict.fromkeys(g.workload for g in groups):

@@ -41,6 +41,12 @@ class Run:
         times = [r["step_time"] for r in self.rows[WARMUP_STEPS:]] or [r["step_time"] for r in self.rows]
         return statistics.median(times) if times else math.nan
 
+    def median_iter_time(self) -> float:
+        """Forward + backward + step (the loop's ``iter_time``), comparable between optimizers that
+        step after ``backward()`` and those that take a closure; NaN for records without it."""
+        rows = [r for r in self.rows[WARMUP_STEPS:] if "iter_time" in r] or [r for r in self.rows if "iter_time" in r]
+        return statistics.median(r["iter_time"] for r in rows) if rows else math.nan
+
     def last_per_step(self, key: str) -> float | None:
         rows = [r for r in self.rows if key in r]
         return rows[-1][key] / max(rows[-1]["step"], 1) if rows else None
@@ -87,6 +93,14 @@ class Group:
     def mean_step_time(self) -> float:
         return statistics.median(r.mean_step_time() for r in self.runs)
 
+    def iter_time(self) -> float:
+        return statistics.median(r.median_iter_time() for r in self.runs)
+
+    def hvps_per_step(self) -> float | None:
+        """Hessian-vector products per step (the optimizer's ``hvps`` counter), None if it has none."""
+        values = [v for v in (r.last_per_step("opt_hvps") for r in self.runs) if v is not None]
+        return statistics.fmean(values) if values else None
+
     def bytes_per_step(self) -> float | None:
         values = [b for b in (r.bytes_per_step() for r in self.runs) if b is not None]
         return statistics.fmean(values) if values else None
@@ -129,6 +143,11 @@ def group_runs(runs: list[Run]) -> list[Group]:
     return list(groups.values())
 
 
-def baseline_step_time(groups: list[Group], workload: str) -> float | None:
-    times = [g.step_time() for g in groups if g.workload == workload and g.optimizer == BASELINE]
+def baseline_step_time(groups: list[Group], workload: str, *, whole_iteration: bool = False) -> float | None:
+    """The baseline's median opt.step() time (or forward + backward + step) on ``workload``."""
+    times = [
+        g.iter_time() if whole_iteration else g.step_time()
+        for g in groups
+        if g.workload == workload and g.optimizer == BASELINE
+    ]
     return statistics.median(times) if times else None

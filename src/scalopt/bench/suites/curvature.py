@@ -1,0 +1,97 @@
+"""The curvature suite: methods that use second-order information against AdamW and SGD + momentum.
+
+    scalopt bench --suite curvature --seeds 1 --out runs/curvature
+
+On ``digits`` and a small ``stdlib-lm`` (``LM_CONFIG``: one layer, d_model 32, 64-byte windows, 8
+per batch — small enough that the Hessian-vector-product methods finish in minutes on a CPU), the
+same steps for everyone, constant learning rates, no weight decay:
+
+- every method in ``METHODS`` runs its learning-rate sweep (``Method.sweep``) at seed 0; at seeds
+  ≥ 1 only its best swept lr (``Method.best``, lowest final eval loss at seed 0) runs, under the
+  same label, so the report aggregates it over seeds;
+- a method that takes a loss closure (``scalopt list`` marks them) is stepped with one by the
+  training loop; the report then adds forward + backward + step time against torch AdamW's and
+  Hessian-vector products per step.
+
+Adding a method is one ``Method`` entry: registry name, label, fixed hyperparameters, sweep and best
+lr per workload. The target loss per workload is the workload's default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scalopt.bench.spec import RunSpec
+
+STEPS = {"digits": 150, "stdlib-lm": 150}
+EVAL_EVERY = {"digits": 10, "stdlib-lm": 25}
+LM_CONFIG: dict[str, Any] = {"d_model": 32, "n_layers": 1, "n_heads": 2, "seq_len": 64, "batch_size": 8}
+OVERRIDES: dict[str, dict[str, Any]] = {"digits": {}, "stdlib-lm": LM_CONFIG}
+
+
+@dataclass(frozen=True)
+class Method:
+    optimizer: str  # registry name
+    label: str
+    sweep: dict[str, tuple[float, ...]]  # workload -> learning rates run at seed 0
+    best: dict[str, float]  # workload -> the best swept lr (seed 0), the one run at seeds >= 1
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+
+#: best lr: lowest final eval loss of the seed-0 sweep
+#: (``scalopt bench --suite curvature --seeds 1``, torch 2.13 CPU, torch threads 1).
+METHODS: list[Method] = [
+    Method(
+        "torch-adamw",
+        "torch AdamW",
+        {"digits": (3e-3, 1e-2, 3e-2), "stdlib-lm": (3e-3, 1e-2, 3e-2)},
+        {"digits": 1e-2, "stdlib-lm": 1e-2},
+        {"weight_decay": 0.0},
+    ),
+    Method(
+        "torch-sgd",
+        "SGD momentum 0.9",
+        {"digits": (0.03, 0.1, 0.3), "stdlib-lm": (0.1, 0.3, 1.0)},
+        {"digits": 0.1, "stdlib-lm": 0.3},
+        {"momentum": 0.9},
+    ),
+    Method(
+        "oasis",
+        "OASIS",
+        {"digits": (0.3, 1.0, 2.0), "stdlib-lm": (0.3, 1.0, 2.0)},
+        {"digits": 1.0, "stdlib-lm": 1.0},
+        {"alpha": 1e-2, "eta0": 1e-2},
+    ),
+    Method(
+        "hvp-rvr",
+        "HVP-RVR p=0.1 b=2",
+        {"digits": (0.03, 0.1, 0.3), "stdlib-lm": (0.03, 0.1, 0.2)},
+        {"digits": 0.1, "stdlib-lm": 0.1},
+        {"reset_prob": 0.1, "reset_batches": 2},
+    ),
+]
+
+
+def _spec(workload: str, method: Method, lr: float, seed: int) -> RunSpec:
+    return RunSpec(
+        workload=workload,
+        optimizer=method.optimizer,
+        label=f"{method.label} lr={lr:g}",
+        hparams={**method.hparams, "lr": lr},
+        workload_overrides=OVERRIDES[workload],
+        steps=STEPS[workload],
+        seed=seed,
+        eval_every=EVAL_EVERY[workload],
+    )
+
+
+def curvature(seeds: int = 1) -> list[RunSpec]:
+    """Each method's lr sweep at seed 0, its best lr at later seeds, on digits and small stdlib-lm."""
+    return [
+        _spec(workload, method, lr, seed)
+        for workload in STEPS
+        for seed in range(seeds)
+        for method in METHODS
+        for lr in (method.sweep[workload] if seed == 0 else (method.best[workload],))
+    ]
