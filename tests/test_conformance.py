@@ -90,7 +90,7 @@ def test_non_contiguous_param_matches_contiguous(entry):
         else:
             for x, o in ((a, oa), (b, ob)):
                 anchor = x.detach().clone()
-                _step(o, lambda x=x, anchor=anchor: 0.5 * (x - anchor).square().sum() + (x * grad).sum())
+                _step(o, lambda x=x, a=anchor, g=grad: 0.5 * (x - a).square().sum() + (x * g).sum())
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
@@ -303,7 +303,9 @@ def test_param_groups_hold_plain_values(entry):
                 assert isinstance(value, (int, float, bool, str, tuple, type(None))), (key, value)
 
 
-@pytest.mark.parametrize("entry", [e for e in ENTRIES if e.closure], ids=[e.name for e in ENTRIES if e.closure])
+@pytest.mark.parametrize(
+    "entry", [e for e in ENTRIES if e.closure], ids=[e.name for e in ENTRIES if e.closure]
+)
 def test_closure_optimizers_name_what_is_missing(entry):
     model = _model()
     opt = entry.build(model.parameters(), **entry.example)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.reference import second_order_ref as ref
 
 import scalopt
 from scalopt import workloads
@@ -14,7 +15,6 @@ from scalopt.bench import records
 from scalopt.bench.loop import train_run
 from scalopt.bench.spec import RunSpec
 from scalopt.optim import registry
-from tests.reference import second_order_ref as ref
 
 LAM = 0.1
 
@@ -104,13 +104,19 @@ def test_oasis_matches_numpy_reference_on_logistic_regression():
     steps, n0 = 6, 3
     # every other batch's features scaled by 3: the local smoothness changes, so both terms of the
     # step-size rule bind (checked below)
-    batches = [(X * (3.0 if k % 2 else 1.0), y) for k, (X, y) in enumerate(_logistic_data(10 + k) for k in range(steps))]
+    batches = [
+        (X * (3.0 if k % 2 else 1.0), y)
+        for k, (X, y) in enumerate(_logistic_data(10 + k) for k in range(steps))
+    ]
     gen = torch.Generator().manual_seed(7)
     zs = [[_rademacher(gen, 4) for _ in range(n0)]] + [[_rademacher(gen, 4)] for _ in range(steps - 1)]
     w0 = np.array([0.5, -0.3, 0.2, 0.1])
     hp = {"lr": 0.7, "eta0": 0.05, "beta2": 0.9, "alpha": 1e-3}
     expected, etas = ref.oasis(w0, batches, zs, lam=LAM, **hp)
-    growth = [etas[k] == pytest.approx(math.sqrt(1 + etas[k - 1] / etas[k - 2]) * etas[k - 1]) for k in range(2, steps)]
+    growth = [
+        etas[k] == pytest.approx(math.sqrt(1 + etas[k - 1] / etas[k - 2]) * etas[k - 1])
+        for k in range(2, steps)
+    ]
     assert any(growth) and not all(growth)
     w = _point(w0)
     opt = scalopt.OASIS([w], init_samples=n0, seed=7, **hp)
@@ -143,7 +149,9 @@ class _Stream:
 
 def test_hvp_rvr_with_p1_is_minibatch_sgd_with_b_batches():
     rng = np.random.default_rng(3)
-    batches = [(torch.from_numpy(rng.normal(size=(4, 3))), torch.from_numpy(rng.normal(size=4))) for _ in range(18)]
+    batches = [
+        (torch.from_numpy(rng.normal(size=(4, 3))), torch.from_numpy(rng.normal(size=4))) for _ in range(18)
+    ]
     w0 = rng.normal(size=3)
     w = _point(w0)
     opt = scalopt.HVPRVR([w], lr=0.1, reset_prob=1.0, reset_batches=3)
@@ -249,7 +257,11 @@ def test_double_backward_through_the_workloads(tmp_path, workload, optimizer, hp
     """stdlib-lm's attention runs under the math SDPA backend (the fused CPU kernel has no double
     backward); digits is a CNN. Both train with Hessian-vector products in the loop."""
     spec = RunSpec(
-        workload=workload, optimizer=optimizer, hparams=hparams, steps=4, eval_every=4,
+        workload=workload,
+        optimizer=optimizer,
+        hparams=hparams,
+        steps=4,
+        eval_every=4,
         workload_overrides=TINY[workload],
     )
     header = train_run(spec, tmp_path, progress=False)

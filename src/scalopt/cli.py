@@ -56,8 +56,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from scalopt.bench import suites
     from scalopt.optim import registry
 
-    print("optimizers (closure: step(closure) with closure() = loss without backward; +sample: also")
-    print("            step(closure, sample) with sample() = loss of a fresh batch; scalopt train/bench pass them):")
+    print("optimizers ([closure]: step(closure), closure() = the batch's loss without backward;")
+    print("            [closure+sample]: also sample() = a fresh batch's loss; train/bench pass both):")
     for name in registry.names():
         e = registry.get(name)
         flag = {None: "", "loss": " [closure]", "loss+sample": " [closure+sample]"}[e.closure]

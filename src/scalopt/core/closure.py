@@ -148,7 +148,9 @@ class SecondOrderOptimizer(ScaloptOptimizer):
         grads = [g for _, _, _, gs in batches for g in gs]
         vs = [v for vb in vectors for v in vb]
         with second_order_mode():
-            hv = torch.autograd.grad(grads, params, grad_outputs=vs, retain_graph=retain_graph, allow_unused=True)
+            hv = torch.autograd.grad(
+                grads, params, grad_outputs=vs, retain_graph=retain_graph, allow_unused=True
+            )
         self.count("hvps")
         flat = [h.detach() if h is not None else torch.zeros_like(p) for h, p in zip(hv, params)]
         out, start = [], 0
@@ -166,7 +168,9 @@ class SecondOrderOptimizer(ScaloptOptimizer):
 
     def uniform(self, n: int = 1) -> torch.Tensor:
         """``n`` draws of U[0, 1) from the optimizer's generator, as float64 on the CPU."""
-        return torch.rand(n, generator=self.generator, device=self.generator.device, dtype=torch.float64).cpu()
+        return torch.rand(
+            n, generator=self.generator, device=self.generator.device, dtype=torch.float64
+        ).cpu()
 
     @staticmethod
     @contextlib.contextmanager

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from scalopt import schedules
+from scalopt.core.closure import closure_protocol
 from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
-from scalopt.core.closure import closure_protocol
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
 from scalopt.optim.hvp_rvr import HVPRVR
 from scalopt.optim.normalized_sgd import NormalizedSGD

@@ -44,7 +44,9 @@ class Run:
     def median_iter_time(self) -> float:
         """Forward + backward + step (the loop's ``iter_time``), comparable between optimizers that
         step after ``backward()`` and those that take a closure; NaN for records without it."""
-        rows = [r for r in self.rows[WARMUP_STEPS:] if "iter_time" in r] or [r for r in self.rows if "iter_time" in r]
+        rows = [r for r in self.rows[WARMUP_STEPS:] if "iter_time" in r] or [
+            r for r in self.rows if "iter_time" in r
+        ]
         return statistics.median(r["iter_time"] for r in rows) if rows else math.nan
 
     def last_per_step(self, key: str) -> float | None:

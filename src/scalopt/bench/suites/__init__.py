@@ -20,7 +20,11 @@ SUITES: dict[str, tuple[str, str, str]] = {
     "shampoo": ("shampoo", "shampoo", "Shampoo vs AdamW on stdlib-lm and digits, with a learning-rate sweep"),
     "distributed": ("distributed", "distributed", "sync clipped SGD, CELGC, Overlap Local-SGD, DP Adam"),
     "compression": ("compression", "compression", "Efficient-Adam and DDP hooks vs fp32 all-reduce"),
-    "curvature": ("curvature", "curvature", "OASIS, HVP-RVR vs AdamW and SGD+momentum on digits and small stdlib-lm"),
+    "curvature": (
+        "curvature",
+        "curvature",
+        "OASIS, HVP-RVR vs AdamW and SGD+momentum on digits and small stdlib-lm",
+    ),
     "adam-condition": ("adam_condition", "adam_condition", "Generic Adam on the Reddi counterexample"),
 }
 
