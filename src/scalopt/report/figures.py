@@ -37,11 +37,17 @@ def loss_figure(groups: list[Group], workload: str, axis: str, path: Path) -> Pa
     if len(shown) > 10:  # the default palette has 10 colours; never reuse one
         ax.set_prop_cycle(color=plt.cm.tab20.colors)
     drawn = False
+    starts, lows, highs = [], [], []
     for g in shown:
         curve = _curve(g, key)
         if curve is None:
             continue
         x, mean, lo, hi = curve
+        finite = mean[np.isfinite(mean)]
+        if finite.size:
+            starts.append(finite[0])
+            lows.append(finite.min())
+            highs.append(finite.max())
         (line,) = ax.plot(x, mean, label=g.label, linewidth=1.6)
         if len(g.runs) > 1:
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
@@ -51,6 +57,11 @@ def loss_figure(groups: list[Group], workload: str, axis: str, path: Path) -> Pa
         return None
     target = next(g.target for g in groups if g.workload == workload)
     ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:g}")
+    typical = float(np.median(starts)) if starts else 0.0
+    if starts and max(highs) > 1.5 * typical:  # a diverged run would flatten every other curve
+        bottom = min(min(lows), target)
+        ax.set_ylim(bottom - 0.05 * (typical - bottom), typical * 1.25)
+        ax.text(0.01, 0.01, "diverged runs leave the top", transform=ax.transAxes, fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("eval loss")
     ax.set_title(f"{workload}: eval loss vs {axis} (mean, band = min..max over seeds)", fontsize=9)
