@@ -22,7 +22,7 @@ parameters are restored before the update. On a quadratic with exact gradients a
 sum telescopes, g_t = ∇F(x_t), so the method is gradient descent; with p = 1 it is minibatch SGD
 with b batches per step.
 
-The closure protocol (``scalopt.core.closure``, "loss+sample"): ``opt.step(closure, sample=sample)``.
+The closure protocol (``scalopt.core.closure``, "loss+sample"): ``opt.step(closure, sample)``.
 ``closure()`` is the loss of the loop's current batch, which is itself a fresh sample: it is z_1 of
 a reset and z_1 of the HVP sum; ``sample()`` draws one more fresh batch and returns its loss, for
 z_2..z_b of a reset and z_2..z_K of the HVP sum. Neither calls backward. Draw order per step t ≥ 1:
@@ -31,10 +31,11 @@ the reset coin, then (no reset) the K_t points u_k.
 Symbols ↔ arguments: p ``reset_prob``, b ``reset_batches`` (counted in batches: with a loop batch of
 B examples a reset averages b·B), r ``radius``; ``seed`` seeds the generator. The paper states no
 practical defaults; ours: reset_prob 0.01, reset_batches 8, radius inf (K_t = 1). The paper ties
-K_t to ‖Δ‖²; ``radius`` is this module's form of that choice. With per-group ``lr`` each group
-steps with its own lr; Δ is the actual change of the parameters. ``add_param_group`` forces a reset
-at the next step, where the new parameters get their state; a parameter the loss did not use so far
-joins at the next reset.
+K_t to ‖Δ‖²; ``radius`` is this module's form of that choice, and the uniform points u_k on the
+segment (which make each product unbiased for the gradient change) are this module's reading of
+where the paper evaluates them. With per-group ``lr`` each group steps with its own lr; Δ is the
+actual change of the parameters. ``add_param_group`` forces a reset at the next step, where the new
+parameters get their state; a parameter the loss did not use so far joins at the next reset.
 
 Non-finite gradients or products follow ``nonfinite`` ("raise" names the parameter; "skip" leaves
 parameters and state untouched, counts the skip and forces a reset at the next step).
@@ -58,7 +59,7 @@ Closure = Callable[[], torch.Tensor]
 
 
 class HVPRVR(SecondOrderOptimizer):
-    """HVP recursive variance reduction. Step with ``opt.step(closure, sample=sample)``."""
+    """HVP recursive variance reduction. Step with ``opt.step(closure, sample)``."""
 
     closure_protocol = LOSS_AND_SAMPLE
     hyperparameters = {"lr": check_positive}

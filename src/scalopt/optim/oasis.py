@@ -26,6 +26,11 @@ Symbols ↔ arguments: η_0 ``eta0``, β2 ``beta2``, α ``alpha``, n0 ``init_sam
 the optimizer's own ``torch.Generator`` (its state is in ``state_dict``). Defaults: lr 1, eta0
 1e-3, beta2 0.999, alpha 1e-5, init_samples 10.
 
+Provenance: the rule above is the paper's adaptive-learning-rate algorithm as its public
+descriptions and a third-party port state it (the EMA is taken before the absolute value, which
+enters only in the truncation; both gradients of the η rule on the same batch); the port's variant
+that draws its HVP at w_{k−1} is not followed.
+
 Deviations and choices, each because the paper leaves the case open:
 
 - ``lr`` multiplies the adaptive step (lr = 1, the default, is the paper's rule). It is the
