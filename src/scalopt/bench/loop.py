@@ -3,12 +3,15 @@
     model = workload.init_model(Generator(seed))          same initial model for every optimizer
     batches = workload.batches("train", Generator(data_seed))
     repeat: zero_grad → loss → backward → opt.step() (timed alone) → log
-            (optimizers with a closure protocol, ``scalopt.core.closure``: opt.step(closure[, sample=])
+            (optimizers with a closure protocol, ``scalopt.core.closure``: opt.step(closure[, sample])
              where closure() is the loss of this step's batch and sample() the loss of the next batch
              drawn from the same stream; both without backward — the optimizer differentiates)
-    each row has step_time (opt.step() alone; for closure optimizers it contains their forward and
-    backward passes) and iter_time (forward + backward + step, comparable across both kinds)
             evaluate every ``eval_every`` steps and at the end; checkpoint every ``checkpoint_every``
+
+Each row has step_time (opt.step() alone; for closure optimizers it contains their forward and
+backward passes) and iter_time (forward + backward + step, comparable across both kinds). A closure
+optimizer that raises FloatingPointError (its gradients or products overflowed) ends the run as
+diverged, like a non-finite loss.
 
 A checkpoint holds the model, the optimizer, the data generator's state (the data position), the
 step and the elapsed wall time; resuming from it continues exactly as the uninterrupted run would
