@@ -307,3 +307,24 @@ def test_resumed_run_ends_exactly_like_uninterrupted(tmp_path, optimizer, hparam
     full_rows, resumed_rows = records.read_rows(tmp_path / "full"), records.read_rows(tmp_path / "crash")
     assert [r["loss"] for r in resumed_rows] == [r["loss"] for r in full_rows]
     assert full_rows[-1]["opt_hvps"] == resumed_rows[-1]["opt_hvps"] > 0
+
+
+class _PoisonedWorkload(_CrashingWorkload):
+    """From the ``crash_at``-th loss on, a NaN enters the gradient of the first coordinate."""
+
+    def loss(self, model, batch):
+        self.calls += 1
+        value = self.inner.loss(model, batch)
+        if self.calls >= self.crash_at:
+            mask = torch.zeros_like(model.x)
+            mask[0] = float("nan")
+            value = value + (model.x * mask).sum()
+        return value
+
+
+def test_loop_records_a_closure_optimizer_that_raises_as_diverged(tmp_path):
+    spec = RunSpec(workload="quadratic", optimizer="hvp-rvr", hparams={"lr": 0.05}, steps=30, eval_every=10)
+    poisoned = _PoisonedWorkload(workloads.get("quadratic"), crash_at=12)
+    header = train_run(spec, tmp_path, progress=False, workload=poisoned)
+    assert header["diverged"] and "non-finite gradient in x" in header["nonfinite"]
+    assert 1 < header["final"]["steps"] < 30 and math.isnan(records.read_rows(tmp_path)[-1]["loss"])
