@@ -10,21 +10,23 @@ d_t = lr_decay(t) (else 1):
                                   m̂ = m,          v̂ = v                   otherwise
 
 and the adapter steps x ← x − lr·u, i.e. α_t = lr·d_t. With constant θ and bias correction this is
-torch.optim.Adam's rule. Deviation from ALGORITHMS.md §7 (which puts ε only in v_0 and has no bias
-correction): the issue's form above, with ε outside the root as torch does, wins.
+torch.optim.Adam's rule. Deviation from the papers (which put ε only in v_0 and use no bias
+correction): ε outside the root and bias correction on by default, as torch does, so that the
+preset is torch's Adam; ``bias_correction=False`` gives the uncorrected form.
+The moments and the denominator come from the one Adam kernel (``scalopt.transforms.adam_kernel``).
 The computation folds the bias corrections into the denominator, u = m / (√v·(1−β^t)/(d_t·√(1−∏θ))
 + eps·(1−β^t)/d_t), and hands the quotient to the adapter, which applies it with one ``addcdiv``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from scalopt.core.chain import GroupBatch, StepContext
+from scalopt.transforms import adam_kernel
 
 
 class scale_by_adam:  # noqa: N801 - transforms are verbs
@@ -49,33 +51,21 @@ class scale_by_adam:  # noqa: N801 - transforms are verbs
     def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
         for b in batches:
             beta1, beta2 = b.group["betas"]
-            eps = b.group["eps"]
-            bias_correction = b.group.get("bias_correction", True)
             m, v, g = b.buffers("exp_avg"), b.buffers("exp_avg_sq"), b.updates
-            torch._foreach_lerp_(m, g, 1.0 - beta1)
             if self.beta2_schedule is None:
-                torch._foreach_mul_(v, beta2)
-                torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
+                adam_kernel.moments_(m, v, g, beta1, beta2)
                 bc2 = b.bias_correction(beta2)
             else:
                 theta = b.per_step(self.beta2_schedule)
-                if len(set(theta)) == 1:  # the usual case: every parameter at the same step
-                    torch._foreach_mul_(v, theta[0])
-                    torch._foreach_addcmul_(v, g, g, value=1.0 - theta[0])
-                else:
-                    torch._foreach_mul_(v, theta)
-                    torch._foreach_addcmul_(v, g, g, [1.0 - th for th in theta])
+                adam_kernel.moments_(m, v, g, beta1, theta)
                 bc2 = []
                 for s, th in zip(b.states, theta):
                     s["beta2_product"] *= th
                     bc2.append(1.0 - s["beta2_product"])
             decay = b.per_step(self.lr_decay) if self.lr_decay is not None else None
-            if bias_correction:
+            if b.group.get("bias_correction", True):
                 bc1 = b.bias_correction(beta1)
             else:
                 bc1, bc2 = [1.0] * len(m), [1.0] * len(m)
-            d = decay if decay is not None else [1.0] * len(m)
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_mul_(denom, [c1 / (dt * math.sqrt(c2)) for c1, c2, dt in zip(bc1, bc2, d)])
-            torch._foreach_add_(denom, [eps * c1 / dt for c1, dt in zip(bc1, d)])
-            b.set_quotient(m, denom)
+            scale, eps = adam_kernel.bias_corrected_scales(bc1, bc2, b.group["eps"], decay)
+            b.set_quotient(m, adam_kernel.denominator(v, scale, eps))

@@ -4,6 +4,8 @@
     u   ← u + μ·buf if nesterov else buf
 
 μ = the group's ``momentum``; ``nesterov`` from the group (default False). μ = 0 passes u through.
+``heavy_ball_`` is the same rule as a plain function over lists of tensors; Shampoo's directions
+use it too, so the chain and Shampoo share one momentum path.
 """
 
 from __future__ import annotations
@@ -13,6 +15,15 @@ from typing import Any
 import torch
 
 from scalopt.core.chain import GroupBatch, StepContext
+
+
+def heavy_ball_(
+    buf: list[torch.Tensor], u: list[torch.Tensor], mu: float, nesterov: bool
+) -> list[torch.Tensor]:
+    """buf ← μ·buf + u in place; returns u + μ·buf (new tensors) if nesterov, else ``buf`` itself."""
+    torch._foreach_mul_(buf, mu)
+    torch._foreach_add_(buf, u)
+    return torch._foreach_add(u, buf, alpha=mu) if nesterov else buf
 
 
 class trace:  # noqa: N801 - transforms are verbs
@@ -29,10 +40,7 @@ class trace:  # noqa: N801 - transforms are verbs
             if any("momentum_buffer" not in s for s in b.states):  # momentum switched on later
                 for s, p in zip(b.states, b.params):
                     s.setdefault("momentum_buffer", torch.zeros_like(p))
-            buf = b.buffers("momentum_buffer")
-            torch._foreach_mul_(buf, mu)
-            torch._foreach_add_(buf, b.updates)
-            if b.group.get("nesterov", False):
-                b.add(buf, alpha=mu)
-            else:
-                b.updates, b.owned = buf, False  # aliases the buffer: later transforms copy on write
+            nesterov = bool(b.group.get("nesterov", False))
+            # without nesterov u aliases the buffer: later transforms copy on write
+            b.updates = heavy_ball_(b.buffers("momentum_buffer"), b.updates, mu, nesterov)
+            b.owned = nesterov

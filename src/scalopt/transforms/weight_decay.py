@@ -3,7 +3,8 @@
 Reads ``weight_decay`` (λ) and, when present, ``decoupled_weight_decay`` from each group; a chain
 holds one instance of each placement and the group's flag decides which one acts. Applied with
 the adapter's x ← x − lr·u, the decoupled form is x ← (1 − lr·λ)·x − lr·u, AdamW's rule
-(Loshchilov & Hutter, ICLR 2019, arXiv 1711.05101).
+(Loshchilov & Hutter, ICLR 2019, arXiv 1711.05101). ``decay`` is the same u + λ·x over lists of
+tensors, out of place; Shampoo's directions use it for their decoupled decay.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from typing import Any
 import torch
 
 from scalopt.core.chain import GroupBatch, StepContext
+
+
+def decay(u: list[torch.Tensor], x: list[torch.Tensor], wd: float) -> list[torch.Tensor]:
+    """u + λ·x as new tensors (``u`` may alias buffers that must not change)."""
+    return torch._foreach_add(u, x, alpha=wd)
 
 
 class add_weight_decay:  # noqa: N801 - transforms are verbs

@@ -21,7 +21,8 @@ own: with c1 = 1/(1−β1^t) (the caller's Ĝ = c1·M) and s2 = √(1−β_g^t) 
 
 so ``direction`` returns Q = M/(√V + ε_g·s2) (M itself for sgd and None) and the scale c1·s2; the
 norm matching needs only ‖Q_b‖, and P_sh is linear in Ĝ, so neither Ĝ nor P_gr is materialized for
-blocks that have their roots. The graft alone matches torch.optim's foreach Adam to float rounding.
+blocks that have their roots. The accumulator and denominator are the one Adam kernel's
+(``scalopt.transforms.adam_kernel``); the graft alone matches torch.optim's foreach Adam to float rounding.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from scalopt.transforms import adam_kernel
 
 GRAFTINGS = ("adam", "adagrad", "rmsprop", "sgd", None)
 NORM_FLOOR = 1e-16
@@ -42,11 +45,8 @@ def update_accumulator(
     v: list[torch.Tensor], g: list[torch.Tensor], grafting: str | None, beta2: float
 ) -> None:
     """V ← V + G² (adagrad) or V ← β_g·V + (1−β_g)·G² (rmsprop, adam), in place."""
-    if grafting == "adagrad":
-        torch._foreach_addcmul_(v, g, g, value=1.0)
-    elif grafting in ("adam", "rmsprop"):
-        torch._foreach_mul_(v, beta2)
-        torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
+    if needs_accumulator(grafting):
+        adam_kernel.moments_(None, v, g, 0.0, None if grafting == "adagrad" else beta2)
 
 
 def direction(
@@ -61,8 +61,7 @@ def direction(
     if not needs_accumulator(grafting):
         return m, list(c1)
     s2 = [math.sqrt(bc) for bc in bias_correction2] if grafting == "adam" else [1.0] * len(m)
-    denom = torch._foreach_sqrt(v)
-    torch._foreach_add_(denom, [eps * s for s in s2])
+    denom = adam_kernel.denominator(v, None, [eps * s for s in s2])
     return torch._foreach_div(m, denom), [a * b for a, b in zip(c1, s2)]
 
 

@@ -27,6 +27,8 @@ from scalopt.optim.shampoo import grafting
 from scalopt.optim.shampoo.blocking import Block, ParamPlan, block_cost, plan_param
 from scalopt.optim.shampoo.preconditioner import DiagGroup, Entry, ShapeGroup
 from scalopt.optim.sharding import assign_lpt
+from scalopt.transforms.momentum import heavy_ball_
+from scalopt.transforms.weight_decay import decay
 
 Unit = ShapeGroup | DiagGroup
 
@@ -243,12 +245,9 @@ class GroupPlan:
         out = [q[k] if d is None else d for k, d in enumerate(p)]  # q may alias M or G: read only
         wd, mu = group["weight_decay"], group["momentum"]
         if wd != 0 and group["decoupled_weight_decay"]:
-            out = torch._foreach_add(out, work.w, alpha=wd)
+            out = decay(out, work.w, wd)
         if mu != 0:
-            b = [u.buffer("momentum_buffer") for u in self.units]
-            torch._foreach_mul_(b, mu)
-            torch._foreach_add_(b, out)
-            out = torch._foreach_add(out, b, alpha=mu) if group["nesterov"] else b
+            out = heavy_ball_([u.buffer("momentum_buffer") for u in self.units], out, mu, group["nesterov"])
         return out
 
     def item_sources(self, directions: list[torch.Tensor]) -> list[torch.Tensor | None]:
