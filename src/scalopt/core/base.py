@@ -22,7 +22,27 @@ import torch
 
 from scalopt.core.validate import check_choice
 
+#: the non-finite policies every scalopt optimizer and distributed wrapper accepts
 NONFINITE_POLICIES = ("raise", "skip")
+
+
+def first_nonfinite(tensors: list[torch.Tensor]) -> int | None:
+    """Position of the first tensor holding a NaN or Inf, None when all are finite.
+
+    One fused norm (in float32 for fp16/bf16 tensors, so their finite values cannot overflow it) and
+    one host sync; tensors are inspected one by one only when that norm is not finite."""
+    if not tensors:
+        return None
+    ref = tensors[0]
+    low = all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
+    norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if low else None)
+    if bool(torch.isfinite(torch.stack([n.to(ref.device, torch.float64) for n in norms]).sum())):
+        return None
+    for i, t in enumerate(tensors):
+        if not bool(torch.isfinite(t).all()):
+            return i
+    return None
+
 
 Validator = Callable[[str, Any], Any]
 
@@ -140,9 +160,9 @@ class ScaloptOptimizer(torch.optim.Optimizer):
 
     def _first_nonfinite(self, batches: list[Any]) -> str | None:
         for group, idx, _, grads in batches:
-            for i, g in zip(idx, grads):
-                if not bool(torch.isfinite(g).all()):
-                    return self.param_name(group, i)
+            bad = first_nonfinite(grads)
+            if bad is not None:
+                return self.param_name(group, idx[bad])
         return None
 
     # -- counters, metrics, state ---------------------------------------------------------------

@@ -12,6 +12,20 @@ so a global norm spans every parameter of the optimizer while hyperparameters st
 It replaces ``batch.updates`` (or mutates it in place) and may update its own buffers in place;
 it never touches parameters. The adapter applies ``x ← x − lr·u`` once, after the last transform:
 parameters change in one place only.
+
+Complex parameters are handled as torch.optim does: every transform sees ``view_as_real`` pairs
+(real and imaginary parts as two real coordinates), so |g|² and global norms are the real ones.
+Low precision: fp16/bf16 parameters are updated in float32 (float32 copies of x and g, float32
+state) and the result is rounded to the parameter's dtype once, at the end.
+
+The non-finite policy covers the update as well as the gradient: the new parameter values are
+formed out of place and checked (one fused norm) before any parameter is written. A non-finite
+one raises ``FloatingPointError`` naming the parameter (``nonfinite="raise"``) or skips the step
+(``"skip"``). Parameters are never written then; the state is left bitwise unchanged under
+``"skip"`` and for fp16/bf16 parameters (the transforms run on copies of their state, committed
+only after the check), while under ``"raise"`` full-precision state holds the failed step's
+moments (copying it every step would cost a pass over the state for a case finite gradients reach
+only with eps = 0 or values near the dtype's largest): reload a checkpoint to retry.
 """
 
 from __future__ import annotations
@@ -22,7 +36,7 @@ from typing import Any, Protocol
 
 import torch
 
-from scalopt.core.base import ScaloptOptimizer, call_closure
+from scalopt.core.base import ScaloptOptimizer, call_closure, first_nonfinite
 
 
 class GroupBatch:
@@ -36,7 +50,13 @@ class GroupBatch:
     def __init__(
         self, group: dict[str, Any], params: list[torch.Tensor], updates: list[torch.Tensor], states: list
     ) -> None:
+        #: ``params`` are the working values: ``view_as_real`` of complex parameters, float32 copies
+        #: of fp16/bf16 ones; ``targets`` the tensors the new values are written into
         self.group, self.params, self.states = group, params, states
+        self.targets: list[torch.Tensor] = params
+        self.indices: list[int] = []
+        #: the optimizer's state dicts when ``states`` are working copies (adopted by ``commit``)
+        self.committed: list[dict[str, Any]] | None = None
         self._updates = updates
         self._denominator: list[torch.Tensor] | None = None
         self._param_coef = 0.0  # u also holds param_coef·x (deferred with a pending quotient)
@@ -62,14 +82,20 @@ class GroupBatch:
         """u = numerator / denominator, evaluated lazily; neither list is written to."""
         self._updates, self._denominator, self.owned, self._param_coef = numerator, denominator, False, 0.0
 
-    def apply(self, lr: float) -> None:
-        """x ← x − lr·u: the one place parameters change."""
+    def new_values(self, lr: float) -> list[torch.Tensor]:
+        """x − lr·u as new tensors in the targets' dtypes (nothing is written)."""
         if self._denominator is not None:
+            base = self.params
             if self._param_coef:  # x − lr·(n/d + c·x) = (1 − lr·c)·x − lr·n/d, AdamW's order
-                torch._foreach_mul_(self.params, 1.0 - lr * self._param_coef)
-            torch._foreach_addcdiv_(self.params, self._updates, self._denominator, value=-lr)
+                base = torch._foreach_mul(self.params, 1.0 - lr * self._param_coef)
+            new = torch._foreach_addcdiv(base, self._updates, self._denominator, value=-lr)
         else:
-            torch._foreach_add_(self.params, self._updates, alpha=-lr)
+            new = torch._foreach_add(self.params, self._updates, alpha=-lr)
+        return [n if n.dtype == t.dtype else n.to(t.dtype) for n, t in zip(new, self.targets)]
+
+    def delta(self, lr: float) -> list[torch.Tensor]:
+        """The step lr·u as new tensors in the working precision (nothing is written)."""
+        return torch._foreach_mul(self.updates, lr)
 
     def buffers(self, key: str) -> list[torch.Tensor]:
         return [s[key] for s in self.states]
@@ -155,27 +181,112 @@ class ChainOptimizer(ScaloptOptimizer):
             state = self.state[p]
             if not state:
                 state["step"] = 0
+                like = working_view(p)
+                if like.dtype in LOW_PRECISION:
+                    like = torch.zeros_like(like, dtype=torch.float32)
                 for t in self.transforms:
-                    state.update(t.init(p, group))
+                    state.update(t.init(like, group))
             states.append(state)
         return states
+
+    def fused_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor], states: list
+    ) -> bool:
+        """Step this group in one fused kernel instead of the chain (states' steps already counted);
+        False when the group's math or tensors do not allow it. Subclasses whose chain is exactly a
+        kernel torch ships override it; parameters and gradients are ``view_as_real`` views."""
+        return False
+
+    def advance(self, *, allow_fused: bool = True) -> list[GroupBatch] | None:
+        """Run the step's prologue and transforms; None when the step is skipped (nothing changed).
+
+        Returns the batches holding each group's pending update (groups stepped by a fused kernel
+        are done and not returned). ``commit`` (or ``step``) finishes the step."""
+        found = self.grads_by_group()
+        grad_norm = self.accept_step(found)
+        if grad_norm is None:
+            return None
+        transactional = self.nonfinite == "skip"
+        batches = []
+        for group, idx, params, grads in found:
+            states = self._init_state(group, params)
+            views = [working_view(p) for p in params]
+            gviews = [working_view(g) for g in grads]
+            low = any(v.dtype in LOW_PRECISION for v in views)
+            if allow_fused and not low and not transactional:
+                for s in states:
+                    s["step"] += 1
+                if self.fused_group(group, views, gviews, states):
+                    continue
+                for s in states:
+                    s["step"] -= 1
+            if low:  # fp16/bf16: update float32 copies
+                work = [v.float() if v.dtype in LOW_PRECISION else v for v in views]
+                gviews = [g.float() if g.dtype in LOW_PRECISION else g for g in gviews]
+            else:
+                work = views
+            copy = transactional or low
+            wstates = (
+                [{k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()} for s in states]
+                if copy
+                else states
+            )
+            for s in wstates:
+                s["step"] += 1
+            b = GroupBatch(group, work, gviews, wstates)
+            b.targets, b.indices = views, idx
+            b.committed = states if copy else None
+            batches.append(b)
+        ctx = StepContext(self, grad_norm)
+        for t in self.transforms:
+            t.update(batches, ctx)
+        return batches
+
+    def check_update(self, batches: list[GroupBatch], values: list[list[torch.Tensor]]) -> bool:
+        """The non-finite policy on the new values (or steps): True when the step may be committed."""
+        flat = [t for vs in values for t in vs]
+        bad = first_nonfinite(flat)
+        if bad is None:
+            return True
+        for b, vs in zip(batches, values):
+            if bad < len(vs):
+                name = self.param_name(b.group, b.indices[bad])
+                break
+            bad -= len(vs)
+        self._counters["steps"] -= 1
+        if self.nonfinite == "raise":
+            raise FloatingPointError(
+                f"non-finite update for {name} (from finite gradients); no parameter was changed. "
+                f"Lower the learning rate, raise eps, or pass nonfinite='skip' to skip such steps"
+            )
+        self._counters["skipped_steps"] += 1
+        return False
+
+    def commit(self, batches: list[GroupBatch]) -> None:
+        """Adopt the working state of batches that ran on copies."""
+        for b in batches:
+            if b.committed is not None:
+                for dst, src in zip(b.committed, b.states):
+                    dst.update(src)
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         loss = call_closure(closure)
-        found = self.grads_by_group()
-        grad_norm = self.accept_step(found)
-        if grad_norm is None:
+        batches = self.advance()
+        if not batches:
             return loss
-        batches = []
-        for group, _, params, grads in found:
-            states = self._init_state(group, params)
-            for s in states:
-                s["step"] += 1
-            batches.append(GroupBatch(group, params, list(grads), states))
-        ctx = StepContext(self, grad_norm)
-        for t in self.transforms:
-            t.update(batches, ctx)
-        for b in batches:
-            b.apply(b.group["lr"])
+        new = [b.new_values(b.group["lr"]) for b in batches]
+        if not self.check_update(batches, new):
+            return loss
+        self.commit(batches)
+        for b, values in zip(batches, new):
+            torch._foreach_copy_(b.targets, values)
         return loss
+
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def working_view(t: torch.Tensor) -> torch.Tensor:
+    """A complex tensor as real pairs (``view_as_real``, as torch.optim does); others as they are."""
+    return torch.view_as_real(t) if t.is_complex() else t

@@ -34,11 +34,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from scalopt.core.base import call_closure
+from scalopt.core.base import NONFINITE_POLICIES, call_closure, first_nonfinite
 from scalopt.core.comm import Comm, check_comm
 from scalopt.core.validate import check_bool, check_choice
-
-NONFINITE = ("raise", "skip")
 
 
 def check_not_ddp(module: Any, optimizer: Any) -> None:
@@ -85,12 +83,7 @@ def floating_buffers(module: nn.Module | None) -> list[torch.Tensor]:
 
 def grads_finite(grads: list[torch.Tensor]) -> bool:
     """True when every gradient entry is finite (one fused norm; per-tensor check only on suspicion)."""
-    if not grads:
-        return True
-    total = torch.stack([n.float() for n in torch._foreach_norm(grads)]).sum()
-    if bool(torch.isfinite(total)):
-        return True
-    return all(bool(torch.isfinite(g).all()) for g in grads)
+    return first_nonfinite(grads) is None
 
 
 class DistributedOptimizer(torch.optim.Optimizer):
@@ -114,7 +107,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self.optimizer = optimizer
         self.comm = check_comm(comm)
         self.module = module
-        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE)
+        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
         self.deterministic = check_bool("deterministic", deterministic)
         self.counters: dict[str, int] = {"steps": 0, "skipped_steps": 0, "syncs": 0}
         self._sharing = False

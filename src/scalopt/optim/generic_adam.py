@@ -10,7 +10,11 @@ Generic Adam lets the base step size and the second-moment weight vary with the 
     x  ← x − α_t·m̂/(√v̂ + eps)       m̂ = m/(1−β^t), v̂ = v/(1−∏_{i≤t}θ_i) if bias_correction, else m, v
     x  ← x − α_t·λ·x                (decoupled_weight_decay=True: AdamW)
 
-With no schedules and bias correction it is ``torch.optim.Adam`` (``AdamW`` when decoupled).
+With no schedules and bias correction it is ``torch.optim.Adam`` (``AdamW`` when decoupled), and
+float32/float64 parameters (complex ones as real pairs) are then stepped by torch's fused Adam
+kernel (``torch._fused_adam_`` / ``torch._fused_adamw_``) through ``scalopt.transforms.adam_kernel``;
+fp16/bf16 parameters, ``nonfinite="skip"`` and the scheduled forms run the chain (in float32 for
+fp16/bf16), which checks the update before writing it.
 The sufficient condition for convergence (0 < r ≤ 2s < 2 for α_t = lr·t^−s, θ_t = 1 − θ/t^r) is
 checked by ``scalopt.theory.check_adam``; use ``scalopt.schedules.InvPower`` and
 ``OneMinusInvPower`` for the schedules, and ``check_convergence=True`` to run the checker once at
@@ -33,10 +37,12 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from scalopt.core.chain import ChainOptimizer, chain
+import torch
+
+from scalopt.core.chain import ChainOptimizer, chain, working_view
 from scalopt.core.validate import check_betas, check_bool, check_nonnegative, check_positive
 from scalopt.schedules import check_schedule
-from scalopt.transforms import add_weight_decay, scale_by_adam
+from scalopt.transforms import adam_kernel, add_weight_decay, scale_by_adam
 
 Schedule = Callable[[int], float]
 
@@ -88,6 +94,32 @@ class GenericAdam(ChainOptimizer):
         super().__init__(params, defaults, transforms, nonfinite=nonfinite)
         if check_convergence:
             self._warn_unless_convergent()
+
+    def fused_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor], states: list
+    ) -> bool:
+        """Exactly Adam/AdamW (constant α and β2, bias correction) on tensors torch's fused kernel
+        takes: one ``torch._fused_adam(w)_`` call (see ``scalopt.transforms.adam_kernel``)."""
+        if self.lr_decay is not None or self.beta2_schedule is not None or not group["bias_correction"]:
+            return False
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        m = [working_view(s["exp_avg"]) for s in states]
+        v = [working_view(s["exp_avg_sq"]) for s in states]
+        if not adam_kernel.fusable(params + grads + m + v, lr=lr, eps=eps, weight_decay=wd):
+            return False
+        adam_kernel.fused_adam_(
+            params,
+            grads,
+            m,
+            v,
+            [s["step"] for s in states],
+            lr=lr,
+            betas=group["betas"],
+            eps=eps,
+            weight_decay=wd,
+            decoupled=group["decoupled_weight_decay"],
+        )
+        return True
 
     def _warn_unless_convergent(self) -> None:
         """Run the sufficient-condition checker once and warn with its explanation if it fails."""

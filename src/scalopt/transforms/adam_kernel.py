@@ -13,7 +13,8 @@ the gradient, t the 1-based step, β1, β2 the betas, ε = eps, λ = weight_deca
 ``fused_adam_`` is the whole Adam / AdamW step on parameters, x ← x − lr·(m̂/(√v̂ + ε) [+ λ·x]),
 m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), in one call of torch's fused kernel (``torch._fused_adam_`` /
 ``torch._fused_adamw_``; CPU and CUDA). ``fusable`` says when it may be used: real float32 or
-float64 tensors (complex ones as ``view_as_real`` pairs), all on one device with one dtype, dense,
+float64 tensors (complex ones as ``view_as_real`` pairs), all on one device with one dtype, dense
+and contiguous (the CPU kernel reads them as flat arrays),
 eps ≥ 1e-12, lr ≤ 1e3 and weight_decay, lr·weight_decay ≤ 1. The caller decides that the math
 is exactly Adam/AdamW (constant betas, bias correction, no step-size decay, no other transforms).
 
@@ -93,7 +94,11 @@ def fusable(tensors: list[torch.Tensor], *, lr: float, eps: float, weight_decay:
     if first.dtype not in FUSED_DTYPES:
         return False
     return all(
-        t.dtype == first.dtype and t.device == first.device and not t.is_sparse and not t.is_complex()
+        t.dtype == first.dtype
+        and t.device == first.device
+        and not t.is_sparse
+        and not t.is_complex()
+        and t.is_contiguous()
         for t in tensors
     )
 
