@@ -110,7 +110,8 @@ def _single(make_opt, steps=12, **kw):
     ],
 )
 def test_one_worker_with_identity_equals_generic_adam(kw):
-    # x − (x − x') rounds at most once per step: equal to 1e-12 relative in float64 (LR scheduler included)
+    # δ = lr·u is taken from the chain and applied as x − δ, where GenericAdam applies x − lr·m/d in one
+    # addcdiv: the two round differently, so equal to 1e-12 relative in float64 (LR scheduler included)
     ref = _single(scalopt.GenericAdam, lr=1e-2, **kw)
     got = _single(
         lambda p, **k: EfficientAdam(p, comm=SingleComm(), compressor=Identity(), **k), lr=1e-2, **kw

@@ -197,16 +197,17 @@ class ChainOptimizer(ScaloptOptimizer):
         kernel torch ships override it; parameters and gradients are ``view_as_real`` views."""
         return False
 
-    def advance(self, *, allow_fused: bool = True) -> list[GroupBatch] | None:
+    def advance(self, *, allow_fused: bool = True, copy_state: bool = False) -> list[GroupBatch] | None:
         """Run the step's prologue and transforms; None when the step is skipped (nothing changed).
 
         Returns the batches holding each group's pending update (groups stepped by a fused kernel
-        are done and not returned). ``commit`` (or ``step``) finishes the step."""
+        are done and not returned). ``commit`` (or ``step``) finishes the step. ``copy_state``: the
+        transforms run on copies of the state, adopted only by ``commit``."""
         found = self.grads_by_group()
         grad_norm = self.accept_step(found)
         if grad_norm is None:
             return None
-        transactional = self.nonfinite == "skip"
+        transactional = copy_state or self.nonfinite == "skip"
         batches = []
         for group, idx, params, grads in found:
             states = self._init_state(group, params)
