@@ -183,12 +183,30 @@ class ScaloptOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         last = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._last.items()}
-        sd["scalopt"] = {"counters": dict(self._counters), "last": last}
+        sd["scalopt"] = {"counters": dict(self._counters), "last": last, "optimizer": type(self).__name__}
         return sd
+
+    def _check_owner(self, state_dict: Mapping[str, Any], extra: Mapping[str, Any] | None) -> None:
+        """A clear error when the state belongs to another optimizer (before anything is loaded)."""
+        groups = state_dict.get("param_groups")
+        if not isinstance(groups, list) or "state" not in state_dict:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict needs an optimizer state_dict with 'state' and "
+                f"'param_groups', got keys {sorted(state_dict)}"
+            )
+        owner = (extra or {}).get("optimizer")
+        missing = sorted({k for g in groups for k in self.defaults if k not in g})
+        if missing:
+            who = f"a {owner}" if owner else "another optimizer (not a scalopt one)"
+            raise ValueError(
+                f"this state_dict belongs to {who}, not to {type(self).__name__}: its param groups lack "
+                f"{', '.join(missing)}. Load a state_dict saved by {type(self).__name__}.state_dict()"
+            )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         extra = state_dict.pop("scalopt", None)
+        self._check_owner(state_dict, extra)
         super().load_state_dict(state_dict)
         if extra is not None:
             self._counters = dict(extra["counters"])

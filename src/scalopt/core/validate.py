@@ -38,6 +38,12 @@ def check_nonnegative(name: str, value: Any, *, allow_inf: bool = False) -> floa
     return value
 
 
+def check_lr(name: str, value: Any) -> float:
+    """A learning rate: a finite number >= 0 (0 is allowed, as in torch.optim: frozen groups, warm-up
+    schedulers that start at 0)."""
+    return check_nonnegative(name, value)
+
+
 def check_interval(
     name: str, value: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = True
 ) -> float:

@@ -15,6 +15,10 @@ before weight decay and without the 10⁻¹⁰, so that ClippedSGD is exactly ``
 followed by ``torch.optim.SGD``, the form users compare against. The two agree when λ = 0 up to
 the 10⁻¹⁰; the paper's runs use μ = 0.
 
+Precision: fp16/bf16 parameters are updated in float32 and rounded once; complex parameters step
+as real pairs (``view_as_real``, so the global norm is the norm of |g|), as torch.optim does; an
+update that is not finite is never written (the ``nonfinite`` policy covers it).
+
 Reference: J. Zhang, T. He, S. Sra, A. Jadbabaie, "Why gradient clipping accelerates training",
 ICLR 2020, arXiv 1905.11881; M. Liu, Z. Zhuang, Y. Lei, C. Liao, NeurIPS 2022, arXiv 2205.05040.
 """
@@ -25,15 +29,15 @@ from collections.abc import Iterable
 from typing import Any
 
 from scalopt.core.chain import ChainOptimizer, chain
-from scalopt.core.validate import check_bool, check_nonnegative, check_positive
+from scalopt.core.validate import check_bool, check_interval, check_lr, check_nonnegative, check_positive
 from scalopt.transforms import add_weight_decay, clip_by_global_norm, trace
 
 
 class ClippedSGD(ChainOptimizer):
     hyperparameters = {
-        "lr": check_positive,
+        "lr": check_lr,
         "max_norm": lambda n, v: check_positive(n, v, allow_inf=True),
-        "momentum": check_nonnegative,
+        "momentum": lambda n, v: check_interval(n, v, 0.0, 1.0),
         "nesterov": check_bool,
         "weight_decay": check_nonnegative,
     }

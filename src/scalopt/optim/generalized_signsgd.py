@@ -10,6 +10,11 @@
 and no bias correction every coordinate moves at most lr/√(1−β2) per step (v ≥ (1−β2)·m²).
 Defaults follow the authors' code: lr 1e-3, betas (0.9, 0.999), eps 1e-8, bias correction off.
 
+Precision: fp16/bf16 parameters are updated in float32 (float32 moments; x rounded to its dtype
+once per step): in fp16, (1−β2)·m² underflows to 0 and eps = 1e-8 rounds to 0, so m/(√v + eps)
+would be m/0 = inf. Complex parameters step as real pairs (``view_as_real``), as torch.optim does;
+an update that is not finite is never written (the ``nonfinite`` policy covers it).
+
 Reference: M. Crawshaw, M. Liu, F. Orabona, W. Zhang, Z. Zhuang, "Robustness to Unbounded
 Smoothness of Generalized SignSGD", NeurIPS 2022, arXiv 2208.11195.
 """
@@ -20,13 +25,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from scalopt.core.chain import ChainOptimizer, chain
-from scalopt.core.validate import check_betas, check_bool, check_nonnegative, check_positive
+from scalopt.core.validate import check_betas, check_bool, check_lr, check_nonnegative
 from scalopt.transforms import add_weight_decay, scale_by_generalized_sign
 
 
 class GeneralizedSignSGD(ChainOptimizer):
     hyperparameters = {
-        "lr": check_positive,
+        "lr": check_lr,
         "betas": check_betas,
         "eps": check_nonnegative,
         "weight_decay": check_nonnegative,

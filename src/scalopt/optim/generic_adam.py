@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from scalopt.core.chain import ChainOptimizer, chain, working_view
-from scalopt.core.validate import check_betas, check_bool, check_nonnegative, check_positive
+from scalopt.core.validate import check_betas, check_bool, check_lr, check_nonnegative
 from scalopt.schedules import check_schedule
 from scalopt.transforms import adam_kernel, add_weight_decay, scale_by_adam
 
@@ -49,7 +49,7 @@ Schedule = Callable[[int], float]
 
 class GenericAdam(ChainOptimizer):
     hyperparameters = {
-        "lr": check_positive,
+        "lr": check_lr,
         "betas": check_betas,
         "eps": check_nonnegative,
         "weight_decay": check_nonnegative,
@@ -126,6 +126,8 @@ class GenericAdam(ChainOptimizer):
         from scalopt.theory import check_adam
 
         for group in self.param_groups:
+            if group["lr"] == 0:  # a frozen group does not move
+                continue
             report = check_adam(
                 lr=group["lr"],
                 lr_decay=self.lr_decay,

@@ -90,8 +90,8 @@ from scalopt.core.validate import (
     check_choice,
     check_int,
     check_interval,
+    check_lr,
     check_nonnegative,
-    check_positive,
 )
 from scalopt.linalg import ROOT_METHODS, nonfinite_report
 from scalopt.optim.shampoo.distributed import DistributedStep
@@ -112,7 +112,7 @@ def _check_start(name: str, value: Any) -> Any:
 
 class Shampoo(ScaloptOptimizer):
     hyperparameters = {
-        "lr": check_positive,
+        "lr": check_lr,
         "betas": lambda name, v: check_betas(name, v, high_open=(True, False)),
         "eps": check_nonnegative,
         "weight_decay": check_nonnegative,
