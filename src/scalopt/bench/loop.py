@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from scalopt.bench import records
 from scalopt.bench.spec import RunSpec
 from scalopt.core.closure import LOSS_AND_SAMPLE, closure_protocol
+from scalopt.core.comm import comm_counters
 from scalopt.optim import registry
 
 CHECKPOINT = "checkpoint.pt"
@@ -79,16 +80,6 @@ def _closures(wl: Any, model: torch.nn.Module, batch: Any, batches: Any, protoco
         return wl.loss(model, next(batches))
 
     return (closure, sample)
-
-
-def _comm_counters(comm: Any) -> dict[str, float]:
-    if comm is None:
-        return {}
-    return {
-        "bytes_sent": float(comm.bytes_sent),
-        "messages": float(comm.messages),
-        "rounds": float(comm.rounds),
-    }
 
 
 def train_run(
@@ -205,7 +196,7 @@ def train_run(
                 row.update({f"eval_{k}": v for k, v in wl.evaluate(model).items()})
                 row.update(_metrics(opt))
                 eval_time += time.perf_counter() - e0
-            row.update(_comm_counters(comm))
+            row.update(comm_counters(comm))
             writer.write(row)
             if not math.isfinite(last_loss):
                 header["status"] = "diverged"

@@ -172,6 +172,17 @@ def sum_in_rank_order(parts: list[torch.Tensor], op: str) -> torch.Tensor:
     return out
 
 
+COUNTERS = ("bytes_sent", "messages", "rounds")
+
+
+def comm_counters(comm: Any) -> dict[str, float]:
+    """The one reader of a Comm's accounting: ``bytes_sent``, ``messages``, ``rounds`` as floats
+    (empty for ``comm=None``). Records, wrapper metrics and ``CommCounters.counters`` all use it."""
+    if comm is None:
+        return {}
+    return {name: float(getattr(comm, name)) for name in COUNTERS}
+
+
 class CommCounters:
     """Counter bookkeeping shared by the implementations: ``bytes_sent``, ``messages``, ``rounds``."""
 
@@ -203,12 +214,7 @@ class CommCounters:
         self.rounds += 1
 
     def counters(self) -> dict[str, float]:
-        return {
-            "bytes_sent": self.bytes_sent,
-            "messages": float(self.messages),
-            "rounds": float(self.rounds),
-            "network_time_s": self.network_time_s,
-        }
+        return {**comm_counters(self), "network_time_s": self.network_time_s}
 
 
 class SingleComm(CommCounters):

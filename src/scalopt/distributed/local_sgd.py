@@ -39,7 +39,56 @@ from scalopt.core.validate import check_bool, check_int
 from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector, floating_buffers
 
 
-class LocalSGD(DistributedOptimizer):
+class LocalStepOptimizer(DistributedOptimizer):
+    """What Local SGD and Overlap Local-SGD share: the step prologue (non-finite agreement, the inner
+    step, counters), the flat model vector (parameters plus, optionally, floating buffers) and the
+    sync decision. Subclasses define ``is_sync_step(t)`` and ``sync()``."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        comm: Comm,
+        period: int,
+        average_buffers: bool,
+        module: nn.Module | None,
+        nonfinite: str,
+        deterministic: bool,
+    ) -> None:
+        self.period = check_int("period", period, minimum=1)
+        self.average_buffers = check_bool("average_buffers", average_buffers)
+        self.local_step = 0
+        self._vector: ModelVector | None = None
+        super().__init__(
+            optimizer, comm=comm, module=module, nonfinite=nonfinite, deterministic=deterministic
+        )
+
+    def vector(self) -> ModelVector:
+        if self._vector is None:
+            params = [p for p in self.params() if p.requires_grad]
+            buffers = floating_buffers(self.module) if self.average_buffers else []
+            self._vector = ModelVector(params + buffers)
+        return self._vector
+
+    def layout_changed(self) -> None:
+        self._vector = None
+
+    def is_sync_step(self, t: int) -> bool:
+        return t % self.period == 0
+
+    def step(self, closure: Any = None) -> Any:
+        loss = self.closure_loss(closure)
+        if not self.agree_finite():
+            return loss
+        self.optimizer.step()
+        self.local_step += 1
+        self.counters["steps"] += 1
+        if self.is_sync_step(self.local_step):
+            self.sync()  # type: ignore[attr-defined]  # each subclass's own synchronization
+        return loss
+
+
+class LocalSGD(LocalStepOptimizer):
     """Inner steps locally; parameters (and buffers) averaged every ``period`` steps."""
 
     algorithm = "local_sgd"
@@ -56,30 +105,21 @@ class LocalSGD(DistributedOptimizer):
         nonfinite: str = "raise",
         deterministic: bool = False,
     ) -> None:
-        self.period = check_int("period", period, minimum=1)
         self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
-        self.average_buffers = check_bool("average_buffers", average_buffers)
-        self.local_step = 0
-        self._vector: ModelVector | None = None
         super().__init__(
-            optimizer, comm=comm, module=module, nonfinite=nonfinite, deterministic=deterministic
+            optimizer,
+            comm=comm,
+            period=period,
+            average_buffers=average_buffers,
+            module=module,
+            nonfinite=nonfinite,
+            deterministic=deterministic,
         )
-
-    # -- the model vector ------------------------------------------------------------------------
-    def vector(self) -> ModelVector:
-        if self._vector is None:
-            params = [p for p in self.params() if p.requires_grad]
-            buffers = floating_buffers(self.module) if self.average_buffers else []
-            self._vector = ModelVector(params + buffers)
-        return self._vector
-
-    def layout_changed(self) -> None:
-        self._vector = None
 
     def is_sync_step(self, t: int) -> bool:
         return t <= self.warmup_steps or (t - self.warmup_steps) % self.period == 0
 
-    def average(self) -> None:
+    def sync(self) -> None:
         """x^i ← mean_j x^j (one all-reduce per dtype); a round."""
         vec = self.vector()
         flats = vec.gather()
@@ -89,17 +129,7 @@ class LocalSGD(DistributedOptimizer):
         self.comm.mark_round()
         self.counters["syncs"] += 1
 
-    # -- the step --------------------------------------------------------------------------------
-    def step(self, closure: Any = None) -> Any:
-        loss = self.closure_loss(closure)
-        if not self.agree_finite():
-            return loss
-        self.optimizer.step()
-        self.local_step += 1
-        self.counters["steps"] += 1
-        if self.is_sync_step(self.local_step):
-            self.average()
-        return loss
+    average = sync
 
     def extra_state(self) -> dict[str, Any]:
         out = super().extra_state()

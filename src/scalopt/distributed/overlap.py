@@ -41,11 +41,11 @@ import torch
 from torch import nn
 
 from scalopt.core.comm import Comm, DoneHandle
-from scalopt.core.validate import check_bool, check_int, check_interval
-from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector, floating_buffers
+from scalopt.core.validate import check_interval
+from scalopt.distributed.local_sgd import LocalStepOptimizer
 
 
-class OverlapLocalSGD(DistributedOptimizer):
+class OverlapLocalSGD(LocalStepOptimizer):
     """Anchor model averaged by a non-blocking all-reduce; workers pulled toward it every period."""
 
     algorithm = "overlap_local_sgd"
@@ -63,7 +63,6 @@ class OverlapLocalSGD(DistributedOptimizer):
         nonfinite: str = "raise",
         deterministic: bool = False,
     ) -> None:
-        self.period = check_int("period", period, minimum=1)
         self.pullback = check_interval("pullback", pullback, 0.0, 1.0, high_open=False)
         self.anchor_momentum = check_interval("anchor_momentum", anchor_momentum, 0.0, 1.0)
         if anchor_momentum == 0 and pullback == 1:
@@ -71,25 +70,18 @@ class OverlapLocalSGD(DistributedOptimizer):
                 "pullback must be in [0, 1) when anchor_momentum=0, got 1: the anchor would stay x_0 and "
                 "every sync would reset all workers to x_0"
             )
-        self.average_buffers = check_bool("average_buffers", average_buffers)
-        self.local_step = 0
-        self._vector: ModelVector | None = None
         self._pending: list[Any] | None = None  # handles of the in-flight average (z_i' being reduced)
         self.velocity: list[torch.Tensor] | None = None
         super().__init__(
-            optimizer, comm=comm, module=module, nonfinite=nonfinite, deterministic=deterministic
+            optimizer,
+            comm=comm,
+            period=period,
+            average_buffers=average_buffers,
+            module=module,
+            nonfinite=nonfinite,
+            deterministic=deterministic,
         )
         self.anchor: list[torch.Tensor] = self.vector().gather()  # z ← x_0 (after the broadcast)
-
-    def vector(self) -> ModelVector:
-        if self._vector is None:
-            params = [p for p in self.params() if p.requires_grad]
-            buffers = floating_buffers(self.module) if self.average_buffers else []
-            self._vector = ModelVector(params + buffers)
-        return self._vector
-
-    def layout_changed(self) -> None:
-        self._vector = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """A collective: the new parameters are broadcast, and the anchor restarts from mean_i x_i."""
@@ -142,17 +134,6 @@ class OverlapLocalSGD(DistributedOptimizer):
         ]
         self.comm.mark_round()
         self.counters["syncs"] += 1
-
-    def step(self, closure: Any = None) -> Any:
-        loss = self.closure_loss(closure)
-        if not self.agree_finite():
-            return loss
-        self.optimizer.step()
-        self.local_step += 1
-        self.counters["steps"] += 1
-        if self.local_step % self.period == 0:
-            self.sync()
-        return loss
 
     # -- state -----------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from scalopt.core.base import NONFINITE_POLICIES, call_closure, first_nonfinite
-from scalopt.core.comm import Comm, check_comm
+from scalopt.core.comm import Comm, check_comm, comm_counters
 from scalopt.core.validate import check_bool, check_choice
 
 
@@ -249,8 +249,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         inner = getattr(self.optimizer, "metrics", None)
         out: dict[str, float] = dict(inner()) if callable(inner) else {}
         out.update({k: float(v) for k, v in self.counters.items()})
-        for name in ("bytes_sent", "messages", "rounds"):
-            out[name] = float(getattr(self.comm, name, 0))
+        out.update(comm_counters(self.comm))
         return out
 
     def closure_loss(self, closure: Any) -> Any:
