@@ -201,3 +201,15 @@ def test_loading_another_optimizers_state_says_whose_it_is(src, dst):
     b = registry.build(dst, [p], **registry.get(dst).example)
     with pytest.raises(ValueError, match="belongs to a"):
         b.load_state_dict(a.state_dict())
+
+
+def test_a_skipped_step_leaves_fused_groups_untouched_too():
+    """One group on the fused kernel, one (fp16) on the chain whose update overflows: nothing moves."""
+    a = torch.ones(3, requires_grad=True)
+    h = torch.full((3,), 6e4, dtype=torch.float16, requires_grad=True)
+    opt = scalopt.AdamW([{"params": [a]}, {"params": [h], "lr": 1e4}], lr=1e-2, nonfinite="skip")
+    a.grad, h.grad = torch.ones(3), torch.full((3,), -1.0, dtype=torch.float16)
+    opt.step()
+    assert torch.equal(a.detach(), torch.ones(3)) and torch.equal(h.detach(), torch.full((3,), 6e4).half())
+    assert opt.state[a]["step"] == 0 and not opt.state[a]["exp_avg"].any()
+    assert opt.metrics()["skipped_steps"] == 1

@@ -26,11 +26,14 @@ one raises ``FloatingPointError`` naming the parameter (``nonfinite="raise"``) o
 only after the check), while under ``"raise"`` full-precision state holds the failed step's
 moments (copying it every step would cost a pass over the state for a case finite gradients reach
 only with eps = 0 or values near the dtype's largest): reload a checkpoint to retry.
+
+A subclass whose chain is exactly a kernel torch ships steps a group in it instead (``fused_step``;
+``GenericAdam`` → torch's fused Adam/AdamW through ``scalopt.transforms.adam_kernel``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -189,24 +192,28 @@ class ChainOptimizer(ScaloptOptimizer):
             states.append(state)
         return states
 
-    def fused_group(
+    def fused_step(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor], states: list
-    ) -> bool:
-        """Step this group in one fused kernel instead of the chain (states' steps already counted);
-        False when the group's math or tensors do not allow it. Subclasses whose chain is exactly a
-        kernel torch ships override it; parameters and gradients are ``view_as_real`` views."""
-        return False
+    ) -> Callable[[], None] | None:
+        """The whole step of this group as one fused kernel call (run later, after the other groups'
+        updates passed their check), or None when the group's math or tensors do not allow it.
+        Subclasses whose chain is exactly a kernel torch ships override it; parameters and gradients
+        are ``view_as_real`` views. The call counts the states' steps itself."""
+        return None
 
-    def advance(self, *, allow_fused: bool = True, copy_state: bool = False) -> list[GroupBatch] | None:
+    def advance(
+        self, *, allow_fused: bool = True, copy_state: bool = False
+    ) -> tuple[list[GroupBatch], list[Callable[[], None]]] | None:
         """Run the step's prologue and transforms; None when the step is skipped (nothing changed).
 
-        Returns the batches holding each group's pending update (groups stepped by a fused kernel
-        are done and not returned). ``commit`` (or ``step``) finishes the step. ``copy_state``: the
-        transforms run on copies of the state, adopted only by ``commit``."""
+        Returns the batches holding each chained group's pending update and the fused calls of the
+        other groups; ``check_update``, ``commit`` and the writes (``step``) finish the step.
+        ``copy_state``: the transforms run on copies of the state, adopted only by ``commit``."""
         found = self.grads_by_group()
         grad_norm = self.accept_step(found)
         if grad_norm is None:
             return None
+        fused: list[Callable[[], None]] = []
         transactional = copy_state or self.nonfinite == "skip"
         batches = []
         for group, idx, params, grads in found:
@@ -214,13 +221,11 @@ class ChainOptimizer(ScaloptOptimizer):
             views = [working_view(p) for p in params]
             gviews = [working_view(g) for g in grads]
             low = any(v.dtype in LOW_PRECISION for v in views)
-            if allow_fused and not low and not transactional:
-                for s in states:
-                    s["step"] += 1
-                if self.fused_group(group, views, gviews, states):
+            if allow_fused and not low and not copy_state:
+                call = self.fused_step(group, views, gviews, states)
+                if call is not None:
+                    fused.append(call)
                     continue
-                for s in states:
-                    s["step"] -= 1
             if low:  # fp16/bf16: update float32 copies
                 work = [v.float() if v.dtype in LOW_PRECISION else v for v in views]
                 gviews = [g.float() if g.dtype in LOW_PRECISION else g for g in gviews]
@@ -241,7 +246,7 @@ class ChainOptimizer(ScaloptOptimizer):
         ctx = StepContext(self, grad_norm)
         for t in self.transforms:
             t.update(batches, ctx)
-        return batches
+        return batches, fused
 
     def check_update(self, batches: list[GroupBatch], values: list[list[torch.Tensor]]) -> bool:
         """The non-finite policy on the new values (or steps): True when the step may be committed."""
@@ -273,15 +278,18 @@ class ChainOptimizer(ScaloptOptimizer):
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         loss = call_closure(closure)
-        batches = self.advance()
-        if not batches:
+        pending = self.advance()
+        if pending is None:
             return loss
+        batches, fused = pending
         new = [b.new_values(b.group["lr"]) for b in batches]
         if not self.check_update(batches, new):
             return loss
         self.commit(batches)
         for b, values in zip(batches, new):
             torch._foreach_copy_(b.targets, values)
+        for call in fused:
+            call()
         return loss
 
 

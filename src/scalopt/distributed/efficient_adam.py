@@ -219,7 +219,8 @@ class EfficientAdam(DistributedOptimizer):
         (the chain runs on copies of it, adopted only after the agreement). Returns None on a skip."""
         batches, bad = None, not grads_finite(self.grads())
         if not bad:
-            batches = self.optimizer.advance(allow_fused=False, copy_state=True)
+            pending = self.optimizer.advance(allow_fused=False, copy_state=True)
+            batches = None if pending is None else pending[0]
             steps = [b.delta(b.group["lr"]) for b in batches or []]
             bad = first_nonfinite([d for ds in steps for d in ds]) is not None
         flags = self.comm.all_gather(torch.tensor([int(bad)], dtype=torch.uint8))

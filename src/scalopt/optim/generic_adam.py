@@ -13,8 +13,9 @@ Generic Adam lets the base step size and the second-moment weight vary with the 
 With no schedules and bias correction it is ``torch.optim.Adam`` (``AdamW`` when decoupled), and
 float32/float64 parameters (complex ones as real pairs) are then stepped by torch's fused Adam
 kernel (``torch._fused_adam_`` / ``torch._fused_adamw_``) through ``scalopt.transforms.adam_kernel``;
-fp16/bf16 parameters, ``nonfinite="skip"`` and the scheduled forms run the chain (in float32 for
-fp16/bf16), which checks the update before writing it.
+fp16/bf16 parameters and the scheduled forms run the chain (in float32 for fp16/bf16), which checks
+the update before writing it; the fused step needs no such check (its update is bounded, see the
+kernel's docstring), and gradients are checked before either runs.
 The sufficient condition for convergence (0 < r ≤ 2s < 2 for α_t = lr·t^−s, θ_t = 1 − θ/t^r) is
 checked by ``scalopt.theory.check_adam``; use ``scalopt.schedules.InvPower`` and
 ``OneMinusInvPower`` for the schedules, and ``check_convergence=True`` to run the checker once at
@@ -95,31 +96,36 @@ class GenericAdam(ChainOptimizer):
         if check_convergence:
             self._warn_unless_convergent()
 
-    def fused_group(
+    def fused_step(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor], states: list
-    ) -> bool:
+    ) -> Callable[[], None] | None:
         """Exactly Adam/AdamW (constant α and β2, bias correction) on tensors torch's fused kernel
         takes: one ``torch._fused_adam(w)_`` call (see ``scalopt.transforms.adam_kernel``)."""
         if self.lr_decay is not None or self.beta2_schedule is not None or not group["bias_correction"]:
-            return False
+            return None
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         m = [working_view(s["exp_avg"]) for s in states]
         v = [working_view(s["exp_avg_sq"]) for s in states]
         if not adam_kernel.fusable(params + grads + m + v, lr=lr, eps=eps, weight_decay=wd):
-            return False
-        adam_kernel.fused_adam_(
-            params,
-            grads,
-            m,
-            v,
-            [s["step"] for s in states],
-            lr=lr,
-            betas=group["betas"],
-            eps=eps,
-            weight_decay=wd,
-            decoupled=group["decoupled_weight_decay"],
-        )
-        return True
+            return None
+
+        def call() -> None:
+            for s in states:
+                s["step"] += 1
+            adam_kernel.fused_adam_(
+                params,
+                grads,
+                m,
+                v,
+                [s["step"] for s in states],
+                lr=lr,
+                betas=group["betas"],
+                eps=eps,
+                weight_decay=wd,
+                decoupled=group["decoupled_weight_decay"],
+            )
+
+        return call
 
     def _warn_unless_convergent(self) -> None:
         """Run the sufficient-condition checker once and warn with its explanation if it fails."""
