@@ -39,8 +39,9 @@ moves by the same ±scale each step; where the workers' steps disagree the serve
 turns this into an oscillation of about one step size, which costs loss at Adam's usual lr — a
 smaller lr than data-parallel Adam's helps (see ``scalopt.bench.suites.compression``).
 
-Deviations from ALGORITHMS.md §8: GenericAdam's step (ε outside the root, bias correction on by
-default, as torch) instead of ε in v_0 and no bias correction; pass ``bias_correction=False`` for
+Deviations from the paper (Chen et al., Algorithm 1, which puts ε in v_0 and uses no bias
+correction): GenericAdam's step (ε outside the root, bias correction on by default, as torch), so
+that one worker with Identity compressors is exactly GenericAdam; pass ``bias_correction=False`` for
 the uncorrected form. State: error buffers (e_i, ẽ_j) and the compressors' generator states are
 saved in ``state_dict()["distributed"]`` (per-rank checkpoint shards), so resume is exact with the
 same world size (1-bit Adam resets them instead).
