@@ -4,7 +4,7 @@ Every Adam-shaped update in scalopt goes through these functions: the chain's ``
 Shampoo's adam/rmsprop/adagrad graft and Efficient-Adam's local step (through the chain). With g
 the gradient, t the 1-based step, β1, β2 the betas, ε = eps, λ = weight_decay:
 
-    m ← β1·m + (1−β1)·g                                  moments_  (β1 = None: m untouched)
+    m ← β1·m + (1−β1)·g                                  moments_  (m = None: m not kept)
     v ← β2·v + (1−β2)·g²        (β2 = None: v ← v + g²)  moments_
     d = c·√v + ε·e                                       denominator (c, e: per-tensor scalars that
                                                           fold bias corrections and step-size decay)
@@ -14,8 +14,9 @@ the gradient, t the 1-based step, β1, β2 the betas, ε = eps, λ = weight_deca
 m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), in one call of torch's fused kernel (``torch._fused_adam_`` /
 ``torch._fused_adamw_``; CPU and CUDA). ``fusable`` says when it may be used: real float32 or
 float64 tensors (complex ones as ``view_as_real`` pairs), all on one device with one dtype, dense
-and contiguous (the CPU kernel reads them as flat arrays),
-eps ≥ 1e-12, lr ≤ 1e3 and weight_decay, lr·weight_decay ≤ 1. The caller decides that the math
+and contiguous (measured: torch's CPU kernel, torch.optim.AdamW(fused=True) included, gives wrong
+values when a parameter and its gradient have different strides), eps ≥ 1e-12, lr ≤ 1e3 and
+weight_decay, lr·weight_decay ≤ 1. The caller decides that the math
 is exactly Adam/AdamW (constant betas, bias correction, no step-size decay, no other transforms).
 
 Non-finite policy on the fused path. Gradients are checked by the optimizer before the kernel is
