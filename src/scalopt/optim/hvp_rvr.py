@@ -53,7 +53,7 @@ from typing import Any
 import torch
 
 from scalopt.core.closure import LOSS_AND_SAMPLE, Batch, SecondOrderOptimizer
-from scalopt.core.validate import check_int, check_interval, check_positive
+from scalopt.core.validate import check_int, check_interval, check_lr, check_positive
 
 Closure = Callable[[], torch.Tensor]
 
@@ -62,7 +62,7 @@ class HVPRVR(SecondOrderOptimizer):
     """HVP recursive variance reduction. Step with ``opt.step(closure, sample)``."""
 
     closure_protocol = LOSS_AND_SAMPLE
-    hyperparameters = {"lr": check_positive}
+    hyperparameters = {"lr": check_lr}
 
     def __init__(
         self,

@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 from scalopt.core.closure import Batch, SecondOrderOptimizer
-from scalopt.core.validate import check_int, check_interval, check_positive
+from scalopt.core.validate import check_int, check_interval, check_lr, check_positive
 
 
 class OASIS(SecondOrderOptimizer):
@@ -64,7 +64,7 @@ class OASIS(SecondOrderOptimizer):
     of the current batch without calling backward (see ``scalopt.core.closure``)."""
 
     hyperparameters = {
-        "lr": check_positive,
+        "lr": check_lr,
         "beta2": lambda n, v: check_interval(n, v, 0.0, 1.0),
         "alpha": check_positive,
     }
