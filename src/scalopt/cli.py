@@ -10,13 +10,16 @@
     scalopt check adam --lr 1e-3 --lr-decay "1/sqrt(t)" --beta2 "1-1/t"
     scalopt check sgd-bias --m 1 --L 10 --alpha 0.01 --delta 0.05
 
-Unknown names print one line listing the valid ones and exit with status 2.
+Every mistake on the command line (an unknown name, a bad or missing hyperparameter, a malformed
+value) prints one line ``scalopt: error: ...`` and exits with status 2 before anything is written;
+unknown names and keys get the closest valid one. Help lists come from the registries.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,15 +28,66 @@ from typing import Any
 EXIT_USAGE = 2
 
 
+#: the longest VALUE of a KEY=VALUE pair (a tuple of numbers fits; a pathological literal does not)
+MAX_VALUE_CHARS = 200
+
+
 class UsageError(Exception):
     """A bad name or value on the command line: one line to stderr, exit status 2."""
 
 
-def _value(text: str) -> Any:
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every flag that has a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if default is None or default is False or default == [] or default is argparse.SUPPRESS:
+            return action.help or ""
+        if "(default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors (a missing or malformed flag) as one line and status 2, like ours."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> Any:
+        if m := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message):
+            from scalopt.core.validate import did_you_mean
+
+            hint = did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
+            message += f";{hint}" if hint else ""
+        print(f"scalopt: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text[:40]!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _value(text: str, key: str) -> Any:
     """A literal (number, bool, tuple, string) from ``KEY=VALUE``; plain words stay strings."""
+    if not text:
+        raise UsageError(f"{key}= has no value")
+    if len(text) > MAX_VALUE_CHARS:
+        raise UsageError(f"the value of {key} is {len(text)} characters long; at most {MAX_VALUE_CHARS}")
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
 
 
@@ -41,9 +95,10 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{what} must look like KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = _value(value.strip())
+        if not sep or not key.strip():
+            raise UsageError(f"{what} must look like KEY=VALUE, got {item[:60]!r}")
+        key = key.strip().replace("-", "_")
+        out[key] = _value(value.strip(), key)
     return out
 
 
@@ -51,12 +106,40 @@ def _default_threads() -> int:
     return 1
 
 
+def _print_arguments(title: str, params: dict[str, Any] | None, flag: str) -> None:
+    from scalopt.optim.registry import REQUIRED
+
+    print(title)
+    if params is None:
+        print("  (passed on unchecked; see the class it builds)")
+        return
+    for key, default in params.items():
+        shown = "REQUIRED" if default is REQUIRED else f"default {default!r}"
+        print(f"  {key:26s} {shown}")
+    print(f"give them with {flag} KEY=VALUE")
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from scalopt import workloads
     from scalopt.bench import suites
+    from scalopt.distributed import registry as algorithms
     from scalopt.optim import registry
 
-    print("optimizers ([closure]: step(closure), closure() = the batch's loss without backward;")
+    if args.optimizer is not None or args.algorithm is not None:
+        if args.optimizer is not None:
+            _check_names(optimizer=args.optimizer)
+            e = registry.get(args.optimizer)
+            _print_arguments(
+                f"{e.name} ({e.summary}) hyperparameters:", registry.hyperparameters(e.name), "--set"
+            )
+        if args.algorithm is not None:
+            _check_names(algorithm=args.algorithm)
+            _print_arguments(
+                f"{args.algorithm} arguments:", algorithms.arguments(args.algorithm), "--algorithm-set"
+            )
+        return 0
+    print("optimizers (`scalopt list --optimizer NAME`: its hyperparameters and their defaults;")
+    print("            [closure]: step(closure), closure() = the batch's loss without backward;")
     print("            [closure+sample]: also sample() = a fresh batch's loss; train/bench pass both):")
     for name in registry.names():
         e = registry.get(name)
@@ -67,9 +150,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         wl = workloads.WORKLOADS[name]
         doc = (wl.__doc__ or "").strip().splitlines()[0] if wl.__doc__ else ""
         print(f"  {name:22s} {doc}")
-    from scalopt.distributed import registry as algorithms
-
-    print("distributed algorithms (scalopt train --workers N --algorithm NAME):")
+    print("distributed algorithms (scalopt train --workers N --algorithm NAME; list --algorithm NAME):")
     print("  " + ", ".join(algorithms.names()))
     print("suites:")
     for name in suites.names():
@@ -77,55 +158,75 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_names(workload: str | None = None, optimizer: str | None = None, suite: str | None = None) -> None:
+def _check_names(
+    workload: str | None = None,
+    optimizer: str | None = None,
+    suite: str | None = None,
+    algorithm: str | None = None,
+) -> None:
     from scalopt import workloads
     from scalopt.bench import suites
+    from scalopt.core.validate import check_name
+    from scalopt.distributed import registry as algorithms
     from scalopt.optim import registry
 
     for value, names, what in (
         (workload, workloads.names(), "workload"),
         (optimizer, registry.names(), "optimizer"),
         (suite, suites.names(), "suite"),
+        (algorithm, algorithms.names(), "algorithm"),
     ):
-        if value is not None and value not in names:
-            raise UsageError(f"unknown {what} {value!r}; valid names: {', '.join(names)}")
+        if value is not None:
+            try:
+                check_name(what, value, names)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+
+
+def _network(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        latency, bandwidth = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--network must be LATENCY_S,BYTES_PER_S (e.g. 1e-3,125e6), got {text[:60]!r}"
+        ) from None
+    if not (latency >= 0 and bandwidth > 0) or latency == float("inf") or bandwidth == float("inf"):
+        raise UsageError(f"--network needs latency >= 0 and bandwidth > 0 (finite), got {text[:60]!r}")
+    return latency, bandwidth
+
+
+def train_out_dir(spec: Any) -> Path:
+    """The default output folder of ``scalopt train``: one per configuration (seeds share it)."""
+    return Path(f"runs/train-{spec.workload}-{spec.optimizer}-{spec.config_id}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from scalopt import workloads
-    from scalopt.bench import RunSpec, run_specs
+    from scalopt.bench import RunSpec
+    from scalopt.bench.preflight import check_spec
     from scalopt.report import render
 
-    _check_names(workload=args.workload, optimizer=args.optimizer)
     if args.workers > 1 and args.algorithm is None:
         args.algorithm = "data-parallel"
+    _check_names(workload=args.workload, optimizer=args.optimizer, algorithm=args.algorithm)
     if args.algorithm is not None:
         from scalopt.distributed import registry as algorithms
 
-        if args.algorithm not in algorithms.names():
-            raise UsageError(
-                f"unknown algorithm {args.algorithm!r}; valid names: {', '.join(algorithms.names())}"
-            )
         own = algorithms.OWN_OPTIMIZER.get(args.algorithm)
         if own is not None and args.optimizer is not None:
             raise UsageError(
                 f"--algorithm {args.algorithm} is an optimizer itself ({own}): drop --optimizer "
                 f"{args.optimizer} and give {own}'s hyperparameters with --set / --lr"
             )
-    network = None
-    if args.network:
-        try:
-            latency, bandwidth = (float(x) for x in args.network.split(","))
-        except ValueError:
-            raise UsageError(
-                f"--network must be LATENCY_S,BYTES_PER_S (e.g. 1e-3,125e6), got {args.network!r}"
-            ) from None
-        network = (latency, bandwidth)
+    network = _network(args.network)
     hparams = _pairs(args.set, "--set")
     if args.lr is not None:
         hparams["lr"] = args.lr
     overrides = _pairs(args.workload_set, "--workload-set")
     try:
+        from scalopt import workloads
+
         wl = workloads.get(args.workload, **overrides)
         spec = RunSpec(
             workload=args.workload,
@@ -141,24 +242,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
             algorithm_args=_pairs(args.algorithm_set, "--algorithm-set"),
             network=network,
         )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    out = Path(args.out or f"runs/train-{args.workload}-{args.optimizer or args.algorithm}")
-    run_specs(
-        [spec],
-        out,
-        suite="train",
-        resume=args.resume,
-        threads=args.threads,
-        checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress,
-    )
+        check_spec(spec)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
+    out = Path(args.out) if args.out else train_out_dir(spec)
+    try:
+        _run([spec], out, args, suite="train", again="the same command with --resume")
+    except KeyboardInterrupt:
+        return 130
     print(f"report: {render(out)}")
     return 0
 
 
+def _run(specs: list[Any], out: Path, args: argparse.Namespace, *, suite: str, again: str) -> None:
+    from scalopt.bench import run_specs
+    from scalopt.bench.records import RunLockedError
+
+    try:
+        run_specs(
+            specs,
+            out,
+            suite=suite,
+            resume=args.resume,
+            threads=args.threads,
+            checkpoint_every=args.checkpoint_every,
+            progress=not args.no_progress,
+        )
+    except RunLockedError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs are kept; {again} finishes the rest", file=sys.stderr)
+        raise
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from scalopt.bench import run_specs, suites
+    from scalopt.bench import suites
     from scalopt.report import render
 
     _check_names(suite=args.suite)
@@ -166,21 +284,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{args.suite}")
     print(f"suite {args.suite}: {len(specs)} runs into {out} (torch threads: {args.threads})")
     try:
-        run_specs(
+        _run(
             specs,
             out,
+            args,
             suite=args.suite,
-            resume=args.resume,
-            threads=args.threads,
-            checkpoint_every=args.checkpoint_every,
-            progress=not args.no_progress,
+            again=f"`scalopt bench --suite {args.suite} --out {out} --resume`",
         )
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: finished runs are kept; `scalopt bench --suite {args.suite} --out {out}"
-            " --resume` finishes the rest",
-            file=sys.stderr,
-        )
         return 130
     print(f"report: {render(out)}")
     return 0
@@ -230,65 +341,111 @@ def _cmd_check_sgd_bias(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="scalopt", description="Scalable and adaptive optimizers: benchmarks, reports, checks."
-    )
-    sub = p.add_subparsers(dest="command", required=True)
+    from scalopt import workloads
+    from scalopt.bench import suites
+    from scalopt.distributed import registry as algorithms
+    from scalopt.optim import registry
 
-    sub.add_parser("list", help="optimizers, workloads and suites").set_defaults(func=_cmd_list)
+    p = _Parser(prog="scalopt", description="Scalable and adaptive optimizers: benchmarks, reports, checks.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def run_options(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--out", help="output directory (records, report.md, figures)")
+    ls = sub.add_parser("list", help="optimizers, workloads, algorithms and suites")
+    ls.add_argument("--optimizer", metavar="NAME", help="show this optimizer's hyperparameters and defaults")
+    ls.add_argument("--algorithm", metavar="NAME", help="show this distributed algorithm's arguments")
+    ls.set_defaults(func=_cmd_list)
+
+    def run_options(sp: argparse.ArgumentParser, out_default: str) -> None:
+        sp.add_argument(
+            "--out", help=f"output directory: records, report.md, figures (default: {out_default})"
+        )
         sp.add_argument(
             "--resume", action="store_true", help="continue unfinished runs from their checkpoints"
         )
         sp.add_argument(
-            "--threads", type=int, default=_default_threads(), help="torch threads, pinned for every run"
+            "--threads",
+            type=_int_at_least(1),
+            default=_default_threads(),
+            help="torch threads, pinned for every run",
         )
-        sp.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+        sp.add_argument(
+            "--checkpoint-every", type=_int_at_least(1), default=100, help="steps between checkpoints"
+        )
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     t = sub.add_parser("train", help="train one optimizer on one workload")
-    t.add_argument("--workload", default="stdlib-lm")
-    t.add_argument("--optimizer", help="required, except for algorithms that are optimizers themselves")
-    t.add_argument("--lr", type=float)
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="optimizer hyperparameter")
-    t.add_argument("--workload-set", action="append", default=[], metavar="KEY=VALUE", help="workload config")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-every", type=int, default=50)
-    t.add_argument("--label")
+    t.add_argument("--workload", default="stdlib-lm", help=f"one of: {', '.join(workloads.names())}")
     t.add_argument(
-        "--workers", type=int, default=1, help="gloo processes on loopback (default algorithm: data-parallel)"
+        "--optimizer",
+        metavar="NAME",
+        help=f"one of: {', '.join(registry.names())} (`scalopt list --optimizer NAME` shows its "
+        "hyperparameters); required, except for algorithms that are optimizers themselves",
+    )
+    t.add_argument("--lr", type=float, help="learning rate (same as --set lr=LR; default: the optimizer's)")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an optimizer hyperparameter, repeatable (VALUE: a Python literal, e.g. 0.9 or (0.9,0.99))",
     )
     t.add_argument(
-        "--algorithm", help="distributed algorithm: data-parallel, local-sgd, celgc, overlap-local-sgd"
+        "--workload-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a workload config field, repeatable",
     )
-    t.add_argument("--algorithm-set", action="append", default=[], metavar="KEY=VALUE", help="e.g. period=8")
-    t.add_argument("--network", help="emulated network for every collective: LATENCY_S,BYTES_PER_S")
-    run_options(t)
+    t.add_argument(
+        "--steps", type=_int_at_least(1), help="training steps (default: the workload's default_steps)"
+    )
+    t.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="init seed (the data seed derives from it)"
+    )
+    t.add_argument("--eval-every", type=_int_at_least(1), default=50, help="steps between evaluations")
+    t.add_argument("--label", help="name of the run in the report (default: the optimizer's name)")
+    t.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        default=1,
+        help="gloo processes on loopback; more than 1 runs --algorithm (data-parallel if not given)",
+    )
+    t.add_argument(
+        "--algorithm",
+        metavar="NAME",
+        help=f"distributed algorithm, one of: {', '.join(algorithms.names())} "
+        "(`scalopt list --algorithm NAME` shows its arguments)",
+    )
+    t.add_argument(
+        "--algorithm-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an algorithm argument, e.g. period=8",
+    )
+    t.add_argument(
+        "--network", help="emulated network for every collective: LATENCY_S,BYTES_PER_S (default: none)"
+    )
+    run_options(t, "runs/train-WORKLOAD-OPTIMIZER-CONFIGHASH, one folder per configuration")
     t.set_defaults(func=_cmd_train)
 
     b = sub.add_parser("bench", help="run a suite over seeds and render its report")
-    b.add_argument("--suite", default="default")
-    b.add_argument("--seeds", type=int, default=3)
-    run_options(b)
+    b.add_argument("--suite", default="default", help=f"one of: {', '.join(suites.names())}")
+    b.add_argument("--seeds", type=_int_at_least(1), default=3, help="seeds per configuration")
+    run_options(b, "runs/SUITE")
     b.set_defaults(func=_cmd_bench)
 
     c = sub.add_parser("check", help="theory diagnostics")
-    csub = c.add_subparsers(dest="check", required=True)
+    csub = c.add_subparsers(dest="check", required=True, parser_class=_Parser)
     ca = csub.add_parser(
         "adam", help="the Generic Adam sufficient convergence condition (exit 1 if it fails)"
     )
     ca.add_argument("--lr", type=float, default=1e-3, help="base step size")
     ca.add_argument("--lr-decay", help='decay of the step size in t, e.g. "1/sqrt(t)" (default: constant)')
     ca.add_argument("--beta2", default="0.999", help='second-moment weight θ_t, e.g. "1-1/t" or 0.999')
-    ca.add_argument("--beta1", type=float, default=0.9)
+    ca.add_argument("--beta1", type=float, default=0.9, help="first-moment weight")
     ca.add_argument("--horizon", type=int, default=10**6, help="steps checked for non-parametric schedules")
     ca.set_defaults(func=_cmd_check_adam)
-    cs = csub.add_parser(
-        "sgd-bias", help="certified rate of SGD with biased gradients (exit 1 if rho >= 1)"
-    )
+    cs = csub.add_parser("sgd-bias", help="certified rate of SGD with biased gradients (exit 1 if rho >= 1)")
     cs.add_argument("--m", type=float, required=True, help="strong convexity of f")
     cs.add_argument("--L", type=float, required=True, help="smoothness of each f_i")
     cs.add_argument("--alpha", type=float, required=True, help="step size")
@@ -300,7 +457,7 @@ def _parser() -> argparse.ArgumentParser:
     cs.set_defaults(func=_cmd_check_sgd_bias)
 
     r = sub.add_parser("report", help="re-render report.md and figures from records (never trains)")
-    r.add_argument("dir")
+    r.add_argument("dir", help="an output directory of `scalopt bench` or `scalopt train`")
     r.set_defaults(func=_cmd_report)
     return p
 

@@ -6,18 +6,27 @@ on its own data stream (``data_seed + rank``) with the spec's algorithm. Rank 0 
 record into ``run_dir`` (with the communication counters per row); rank r > 0 writes its own into
 ``run_dir/rank<r>``, and each rank's checkpoint is its own shard, so ``--resume`` continues every
 rank from the same step. The network model, when the spec has one, delays every collective.
+
+Rank 0 shows the progress bar of a single-process run. Each rank locks its own record directory
+while it writes (``records.run_lock``); the parent checks the lock before it starts any process,
+so a second writer fails at once with ``RunLockedError``. The ranks die with the parent process
+(``launch``), so killing a run leaves nothing writing behind it.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+from scalopt.bench import records
 from scalopt.bench.loop import train_run
 from scalopt.bench.spec import RunSpec
 
 
-def _rank_main(comm: Any, spec: RunSpec, run_dir: str, checkpoint_every: int | None, resume: bool) -> dict:
+def _rank_main(
+    comm: Any, spec: RunSpec, run_dir: str, checkpoint_every: int | None, resume: bool, progress: bool
+) -> dict:
     from scalopt.distributed import registry
 
     def make_optimizer(model):
@@ -32,7 +41,7 @@ def _rank_main(comm: Any, spec: RunSpec, run_dir: str, checkpoint_every: int | N
         rank_dir,
         checkpoint_every=checkpoint_every,
         resume=resume,
-        progress=False,
+        progress=progress and comm.rank == 0,
         make_optimizer=make_optimizer,
         comm=comm,
         extra_header=extra,
@@ -40,10 +49,21 @@ def _rank_main(comm: Any, spec: RunSpec, run_dir: str, checkpoint_every: int | N
 
 
 def run_distributed(
-    spec: RunSpec, run_dir: Path, *, checkpoint_every: int | None, resume: bool, threads: int = 1
+    spec: RunSpec,
+    run_dir: Path,
+    *,
+    checkpoint_every: int | None,
+    resume: bool,
+    threads: int = 1,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``spec`` on ``spec.workers`` gloo processes; returns rank 0's header."""
     from scalopt.distributed import NetworkModel, launch
+
+    with records.run_lock(Path(run_dir)):  # raises now if another process writes the record
+        pass
+    if progress:
+        print(f"starting {spec.workers} gloo processes for {spec.label} ...", file=sys.stderr, flush=True)
 
     delay = NetworkModel(*spec.network) if spec.network is not None else None
     headers = launch(
@@ -53,6 +73,7 @@ def run_distributed(
         str(run_dir),
         checkpoint_every,
         resume,
+        progress,
         delay=delay,
         threads=threads,
         timeout_s=120.0,

@@ -82,7 +82,17 @@ def _closures(wl: Any, model: torch.nn.Module, batch: Any, batches: Any, protoco
     return (closure, sample)
 
 
-def train_run(
+def train_run(spec: RunSpec, run_dir: Path, **kwargs: Any) -> dict[str, Any]:
+    """Train ``spec`` writing its record into ``run_dir``; returns the header (with the final summary).
+
+    The run directory is locked while the run writes to it (``records.run_lock``: a second writer
+    raises ``RunLockedError``). Keywords as in :func:`_train`.
+    """
+    with records.run_lock(Path(run_dir)):
+        return _train(spec, Path(run_dir), **kwargs)
+
+
+def _train(
     spec: RunSpec,
     run_dir: Path,
     *,
@@ -94,7 +104,7 @@ def train_run(
     extra_header: dict[str, Any] | None = None,
     workload: Any = None,
 ) -> dict[str, Any]:
-    """Train ``spec`` writing its record into ``run_dir``; returns the header (with the final summary).
+    """The loop of :func:`train_run` (its caller holds the run directory's lock).
 
     ``make_optimizer`` builds the optimizer from the model (default: the registry entry with the
     spec's hyperparameters over ``model.named_parameters()``); distributed runs pass one that

@@ -6,14 +6,22 @@ Each row is one logged step: ``step``, ``loss`` (train), ``step_time`` (seconds 
 ``opt.step()``), ``wall`` (seconds since the run started, excluding evaluation), eval metrics as
 ``eval_<name>``, optimizer metrics as ``opt_<name>``, and communication counters when there are
 any. A run is finished when its header says ``"status": "done"``.
+
+One writer at a time: ``run_lock(run_dir)`` holds an exclusive ``fcntl`` lock on ``run_dir/lock``
+while a run writes there; a second writer gets ``RunLockedError`` naming the holder's pid. On
+resume the rows are de-duplicated by step (the last one logged for a step wins) and put in step
+order, so a record stays one row per step whatever happened to it before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +29,40 @@ import torch
 
 HEADER = "header.json"
 ROWS = "rows.jsonl"
+LOCK = "lock"
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing the run directory."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` for the block, or raise ``RunLockedError`` at once."""
+    import fcntl  # POSIX; the benchmark runs on Linux and macOS
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = (run_dir / LOCK).open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown pid"
+        f.close()
+        raise RunLockedError(
+            f"run directory {run_dir} is being written by another scalopt process ({holder}); "
+            "wait for it or stop it, then run again with --resume"
+        ) from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def _plain(value: Any) -> Any:
@@ -81,8 +123,9 @@ class RowWriter:
     def __init__(self, run_dir: Path, keep_until: int | None = None) -> None:
         path = run_dir / ROWS
         rows = read_rows(run_dir) if path.exists() else []
-        if keep_until is not None:  # resuming: drop rows logged after the checkpoint
-            rows = [r for r in rows if r["step"] <= keep_until]
+        if keep_until is not None:  # resuming: drop rows logged after the checkpoint, one row per step
+            by_step = {r["step"]: r for r in rows if r["step"] <= keep_until}
+            rows = [by_step[k] for k in sorted(by_step)]
         else:
             rows = []
         with path.open("w") as f:

@@ -53,7 +53,7 @@ def run_specs(
         run_dir = out_dir / "runs" / spec.run_id
         common = dict(checkpoint_every=checkpoint_every, resume=resume)
         if spec.distributed:
-            header = run_distributed(spec, run_dir, threads=threads, **common)
+            header = run_distributed(spec, run_dir, threads=threads, progress=progress, **common)
         else:
             header = train_run(spec, run_dir, progress=progress, **common)
         final = header.get("final", {})

@@ -70,8 +70,19 @@ class RunSpec:
         return cls(**data)
 
     @property
+    def config_id(self) -> str:
+        """A hash of the whole configuration except the seed: runs that share it differ only by seed."""
+        return config_id(self.to_dict())
+
+    @property
     def run_id(self) -> str:
         """A readable, unique directory name: label, seed and a hash of the whole spec."""
         digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
         slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", self.label).strip("_")
         return f"{self.workload}__{slug}__s{self.seed}__{digest}"
+
+
+def config_id(spec: dict[str, Any]) -> str:
+    """8 hex digits of sha256 over a spec's fields except ``seed`` (a run's configuration)."""
+    config = {k: v for k, v in spec.items() if k != "seed"}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]

@@ -7,8 +7,9 @@ user reads the fix in the message. They return the value so constructors can wri
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -84,4 +85,20 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def did_you_mean(value: str, names: Iterable[str]) -> str:
+    """`` did you mean 'x'?`` for the closest of ``names`` (difflib), or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(value), list(names), n=1, cutoff=0.6)
+    return f" did you mean {close[0]!r}?" if close else ""
+
+
+def check_name(what: str, value: Any, names: Sequence[str]) -> str:
+    """``value`` is one of the registry ``names``; else ``unknown <what> 'x'; did you mean 'y'? valid
+    names: ...``."""
+    if value not in names:
+        raise ValueError(
+            f"unknown {what} {value!r};{did_you_mean(value, names)} valid names: {', '.join(names)}"
+        )
     return value

@@ -19,7 +19,14 @@ Failures never hang: a rank that raises, dies (killed, ``os._exit``) or hangs ma
 fail in their next collective (``CommError``, at once for a dead peer, after ``timeout_s`` for a
 hung one); the parent waits at most ``grace_s`` more for the rest, terminates what is left and raises
 ``LaunchError`` naming the rank that failed first (a rank failing for a reason other than a peer's
-failure), with its traceback, and how every other rank ended.
+failure), with its traceback, and how every other rank ended. Ranks that all hang outside a
+collective fail no peer; ``deadline_s`` (default 24 hours; ``None``: no limit) bounds the whole
+launch: past it every rank is terminated and ``LaunchError`` says which were still running.
+
+Ranks die with the process that launched them: on Linux each sets ``PR_SET_PDEATHSIG`` (SIGKILL
+when its parent, the fork server or the launcher, exits) and every rank runs a watchdog thread
+that kills it within a second once the launching process is gone (any POSIX system). A killed
+launcher therefore leaves no rank training on its own.
 
 The same function runs with logical workers in one process: ``SimComm(world_size).run(fn, *args)``.
 Under ``torchrun``, call ``torch.distributed.init_process_group("gloo")`` and use ``TorchComm()``.
@@ -27,11 +34,14 @@ Under ``torchrun``, call ``torch.distributed.init_process_group("gloo")`` and us
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import pickle
 import queue as queue_mod
 import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -50,6 +60,41 @@ class LaunchError(RuntimeError):
         self.rank = rank
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+DEFAULT_DEADLINE_S = 24 * 3600.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def die_with_parent(launcher_pid: int, poll_s: float = 0.5) -> None:
+    """Make this process die when ``launcher_pid`` (or its own parent) exits: ``PR_SET_PDEATHSIG``
+    on Linux, and a watchdog thread everywhere (it also covers the fork server's children)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still applies
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent or not _alive(launcher_pid):
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(poll_s)
+
+    if os.getppid() != parent or not _alive(launcher_pid):  # it died before we got here
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="scalopt-parent-watchdog", daemon=True).start()
+
+
 def _worker(
     rank: int,
     world_size: int,
@@ -61,7 +106,9 @@ def _worker(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     results: Any,
+    launcher_pid: int,
 ) -> None:
+    die_with_parent(launcher_pid)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -129,14 +176,20 @@ def launch(
     backend: str = "gloo",
     threads: int = 1,
     start_method: str | None = None,
+    deadline_s: float | None = DEFAULT_DEADLINE_S,
 ) -> list[Any]:
-    """Run ``fn(comm, *args)`` on ``world_size`` gloo processes; their return values in rank order."""
+    """Run ``fn(comm, *args)`` on ``world_size`` gloo processes; their return values in rank order.
+
+    ``timeout_s`` bounds each collective, ``grace_s`` the wait for the others after a rank failed,
+    ``deadline_s`` the whole launch (``None``: unbounded)."""
     import torch.distributed as dist
 
     check_int("world_size", world_size, minimum=1)
     check_positive("timeout_s", timeout_s)
     check_positive("grace_s", grace_s)
     check_int("threads", threads, minimum=1)
+    if deadline_s is not None:
+        check_positive("deadline_s", deadline_s)
     if delay is not None and not isinstance(delay, NetworkModel):
         raise ValueError(f"delay must be a NetworkModel or None, got {delay!r}")
     ctx = process_context(start_method)
@@ -152,7 +205,19 @@ def launch(
     procs = [
         ctx.Process(
             target=_worker,
-            args=(r, world_size, store.port, backend, timeout_s, delay, threads, fn, args, results),
+            args=(
+                r,
+                world_size,
+                store.port,
+                backend,
+                timeout_s,
+                delay,
+                threads,
+                fn,
+                args,
+                results,
+                os.getpid(),
+            ),
             name=f"scalopt-rank{r}",
             daemon=True,
         )
@@ -161,15 +226,20 @@ def launch(
     for p in procs:
         p.start()
     try:
-        return supervise(procs, results, grace_s)
+        return supervise(procs, results, grace_s, deadline_s=deadline_s)
     finally:
         del store
 
 
-def supervise(procs: list[Any], results: Any, grace_s: float, what: str = "rank") -> list[Any]:
+def supervise(
+    procs: list[Any], results: Any, grace_s: float, what: str = "rank", deadline_s: float | None = None
+) -> list[Any]:
     """Collect ``("ok", rank, pickled)`` / ``("error", rank, summary, traceback, peer)`` messages from
-    ``procs``; return the results in rank order, or terminate everything and raise ``LaunchError``."""
+    ``procs``; return the results in rank order, or terminate everything and raise ``LaunchError``
+    (also once ``deadline_s`` has passed with ranks still running)."""
     world_size = len(procs)
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
+    overdue = False
     ok: dict[int, Any] = {}
     failed: dict[int, tuple[str, str, bool]] = {}  # rank -> (summary, traceback, caused by a peer)
     first_failure: float | None = None
@@ -198,7 +268,14 @@ def supervise(procs: list[Any], results: Any, grace_s: float, what: str = "rank"
                     first_failure = first_failure or now
             if first_failure is not None and now - first_failure > grace_s:
                 break
+            if deadline is not None and now > deadline:
+                overdue = True
+                break
     finally:
+        if len(ok) == world_size:  # every rank returned: let each finish its own teardown (a rank
+            end = time.monotonic() + grace_s  # terminated mid-exit leaks its semaphores)
+            for p in procs:
+                p.join(timeout=max(end - time.monotonic(), 0.0))
         for p in procs:
             if p.is_alive():
                 p.terminate()
@@ -217,6 +294,13 @@ def supervise(procs: list[Any], results: Any, grace_s: float, what: str = "rank"
     if culprit in failed:
         summary, tb, _ = failed[culprit]
         lines = [f"{what} {culprit} of {world_size} {'raised ' if tb else ''}{summary}"]
+    elif overdue and not failed:
+        tb = ""
+        running = ", ".join(str(r) for r in hung)
+        lines = [
+            f"{what} {culprit} of {world_size} hung: the launch passed its deadline of {deadline_s:g} s "
+            f"with {what}s {running} still running (terminated; raise deadline_s for longer work)"
+        ]
     else:
         tb = ""
         lines = [f"{what} {culprit} of {world_size} hung (terminated after the other ranks failed)"]

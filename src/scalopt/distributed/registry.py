@@ -21,10 +21,15 @@ travels in the optimizer's ``state_dict`` (under ``"ddp_hook"``); PowerSGD's doe
 ``shampoo-sharded`` is ``Shampoo(comm=comm)`` itself, with Shampoo's hyperparameters: it averages the
 gradients over ranks, shards the blocks (statistics, roots) by LPT and all-gathers the directions; no
 data-parallel wrapper, which would average twice.
+
+``arguments(name)`` lists the keywords an algorithm accepts (``--algorithm-set``) with their
+defaults, read from the signature of what its builder passes them to (``ARGUMENT_SOURCES``; by
+default the builder's own keywords), so help and checks follow every new entry.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +37,7 @@ import torch
 
 from scalopt import compress, schedules
 from scalopt.core.comm import Comm
+from scalopt.core.validate import check_name
 from scalopt.distributed.celgc import CELGC
 from scalopt.distributed.compression_hook import CompressionHook, compression_hook, counted_powersgd_hook
 from scalopt.distributed.data_parallel import DataParallelOptimizer
@@ -148,16 +154,47 @@ OWN_OPTIMIZER: dict[str, str] = {
     "shampoo-sharded": "shampoo",
 }
 
+#: what a builder passes its ``**args`` to (the signature ``arguments`` reads), where it has them
+ARGUMENT_SOURCES: dict[str, Callable[..., Any]] = {
+    "data-parallel": DataParallelOptimizer,
+    "local-sgd": LocalSGD,
+    "celgc": CELGC,
+    "overlap-local-sgd": OverlapLocalSGD,
+    "efficient-adam": EfficientAdam,
+    "shampoo-sharded": Shampoo,
+}
+
+#: keywords every builder fills in itself (never an algorithm argument)
+_BUILDER_FILLS = ("model", "optimizer", "hparams", "comm", "params", "module")
+
 
 def names() -> list[str]:
     return sorted(ALGORITHMS)
 
 
+def arguments(name: str) -> dict[str, Any] | None:
+    """``{argument: default or REQUIRED}`` that ``--algorithm-set`` may give algorithm ``name``
+    (``None``: it passes them on to something not introspectable)."""
+    builder = ALGORITHMS[check_name("algorithm", name, names())]
+    own = optimizers.keyword_arguments(builder, skip=_BUILDER_FILLS)
+    source = ARGUMENT_SOURCES.get(name)
+    if source is None:
+        return own
+    params = optimizers.keyword_arguments(source, skip=_BUILDER_FILLS)
+    if params is None:
+        return None
+    builder_own = {
+        p.name: (optimizers.REQUIRED if p.default is p.empty else p.default)
+        for p in inspect.signature(builder).parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.name not in _BUILDER_FILLS
+    }
+    return {**params, **builder_own}
+
+
 def resolve_optimizer(name: str, optimizer: str | None) -> str:
     """The optimizer a run of algorithm ``name`` uses: ``optimizer`` for a wrapper (required), the
     algorithm's own for one that is an optimizer itself (``optimizer`` must be None or that name)."""
-    if name not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {name!r}; valid names: {', '.join(names())}")
+    check_name("algorithm", name, names())
     own = OWN_OPTIMIZER.get(name)
     if own is None:
         if optimizer is None:

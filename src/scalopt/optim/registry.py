@@ -3,10 +3,15 @@
 An entry builds an optimizer from parameters and keyword overrides. ``example`` holds the
 hyperparameters the conformance suite uses (small steps that move a model in the right direction);
 ``bench`` the defaults a benchmark starts from. ``torch-adamw`` is the baseline every ratio uses.
+
+``hyperparameters(name)`` lists what an entry accepts, read from the signature of the class it
+builds (``signature``, default: the factory itself), so the CLI's help, ``scalopt list --optimizer
+NAME`` and the checks of ``--set`` keys follow every new entry without a second list.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +20,7 @@ import torch
 
 from scalopt import schedules
 from scalopt.core.closure import closure_protocol
+from scalopt.core.validate import check_name
 from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
@@ -48,6 +54,8 @@ class OptimizerEntry:
     summary: str
     example: dict[str, Any] = field(default_factory=dict)
     scalopt: bool = True  # False for torch baselines (not part of the conformance suite)
+    signature: Callable[..., Any] | None = None  # whose keywords it accepts, when factory takes **kwargs
+    fixed: tuple[str, ...] = ()  # keywords the factory sets itself (not hyperparameters)
 
     def build(self, params: Iterable[Any], **overrides: Any) -> torch.optim.Optimizer:
         return self.factory(params, **overrides)
@@ -69,6 +77,8 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "torch.optim.AdamW(foreach=True)",
             {"lr": 1e-2},
             scalopt=False,
+            signature=torch.optim.AdamW,
+            fixed=("foreach",),
         ),
         OptimizerEntry(
             "torch-sgd",
@@ -77,11 +87,18 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "torch.optim.SGD(foreach=True) (set momentum=0.9 for heavy ball)",
             {"lr": 1e-2, "momentum": 0.9},
             scalopt=False,
+            signature=torch.optim.SGD,
+            fixed=("foreach",),
         ),
         OptimizerEntry("adam", Adam, "adam", "Adam (Generic Adam preset)", {"lr": 1e-2}),
         OptimizerEntry("adamw", AdamW, "adam", "AdamW (Generic Adam preset, decoupled decay)", {"lr": 1e-2}),
         OptimizerEntry(
-            "generic-adam", _generic_adam, "adam", "Generic Adam with step-size/β2 schedules", {"lr": 1e-2}
+            "generic-adam",
+            _generic_adam,
+            "adam",
+            "Generic Adam with step-size/β2 schedules",
+            {"lr": 1e-2},
+            signature=GenericAdam,
         ),
         OptimizerEntry(
             "clipped-sgd",
@@ -106,6 +123,7 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "second-order",
             "Shampoo: blocked Kronecker-factored preconditioning with Adam grafting",
             {"lr": 1e-2, "precondition_frequency": 2},
+            fixed=("comm",),
         ),
         OptimizerEntry(
             "oasis",
@@ -130,11 +148,39 @@ def names() -> list[str]:
 
 
 def get(name: str) -> OptimizerEntry:
-    try:
-        return OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(names())}") from None
+    return OPTIMIZERS[check_name("optimizer", name, names())]
 
 
 def build(name: str, params: Iterable[Any], **overrides: Any) -> torch.optim.Optimizer:
     return get(name).build(params, **overrides)
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: the "default" of a hyperparameter that has none (the caller must give it)
+REQUIRED: Any = _Required()
+
+
+def keyword_arguments(fn: Callable[..., Any], skip: Iterable[str] = ()) -> dict[str, Any] | None:
+    """``{name: default or REQUIRED}`` of ``fn``'s keyword-passable arguments (positional-only,
+    ``*args`` and the names in ``skip`` left out); ``None`` if it also takes ``**kwargs``."""
+    skip = set(skip)
+    out: dict[str, Any] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            return None
+        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) or p.name in skip:
+            continue
+        out[p.name] = REQUIRED if p.default is p.empty else p.default
+    return out
+
+
+def hyperparameters(name: str) -> dict[str, Any] | None:
+    """``{hyperparameter: default or REQUIRED}`` of optimizer ``name`` (``None``: not introspectable)."""
+    entry = get(name)
+    fn = entry.signature or entry.factory
+    first = next(iter(inspect.signature(fn).parameters))  # the parameters argument
+    return keyword_arguments(fn, skip=(first, *entry.fixed))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scalopt.bench.spec import config_id
 from scalopt.report.figures import loss_figure
 from scalopt.report.markdown import document
 from scalopt.report.summary import group_runs, load_runs
@@ -22,10 +23,10 @@ def render(out_dir: str | Path) -> Path:
         )
     suite_file = out_dir / "suite.json"
     suite = json.loads(suite_file.read_text()) if suite_file.exists() else {}
-    order = {
-        (s["workload"], s.get("label") or s["optimizer"]): i for i, s in enumerate(suite.get("specs", []))
-    }
-    groups = sorted(group_runs(runs), key=lambda g: order.get((g.workload, g.label), len(order)))
+    order: dict[str, int] = {}
+    for i, spec in enumerate(suite.get("specs", [])):
+        order.setdefault(config_id(spec), i)
+    groups = sorted(group_runs(runs), key=lambda g: order.get(g.config_id, len(order)))
     figures: dict[str, list[Path]] = {}
     for workload in dict.fromkeys(g.workload for g in groups):
         for axis in ("step", "wall", "bytes"):

@@ -141,7 +141,7 @@ def document(
         for path in figures.get(workload, []):
             out.append(f"![{path.stem}]({path.name})")
         out.append("")
-    specs = suite.get("specs", [])
-    out += ["## Configuration", "", f"{len(specs)} runs, one JSON line each:", "", "```json"]
+    specs = sorted((r.spec for r in runs), key=lambda s: json.dumps(s, sort_keys=True))
+    out += ["## Configuration", "", f"{len(specs)} runs in this report, one JSON line each:", "", "```json"]
     out += [json.dumps(s, sort_keys=True) for s in specs] + ["```", ""]
     return "\n".join(out)

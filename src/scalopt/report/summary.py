@@ -1,7 +1,15 @@
-"""Summaries of run records: per (workload, label), aggregated over seeds. Never trains."""
+"""Summaries of run records, aggregated over seeds of one configuration. Never trains.
+
+A run's identity is its whole resolved configuration: the spec without its seed (workload and its
+overrides, optimizer and hyperparameters, steps, algorithm, network, label ...) and the optimizer's
+resolved defaults as recorded. Runs are grouped only when that identity is equal, so a group's
+spread is over seeds alone; two configurations that share a label get the fields that tell them
+apart appended to it (``clipped-sgd [hparams.lr=0.05]``).
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -9,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scalopt.bench import records
+from scalopt.bench.spec import config_id
 
 BASELINE = "torch-adamw"
 WARMUP_STEPS = 5  # the first optimizer steps allocate state; their time is not the steady state
@@ -72,6 +81,11 @@ class Group:
     optimizer: str
     target: float
     runs: list[Run] = field(default_factory=list)
+    identity: str = ""  # the resolved configuration (see the module docstring)
+
+    @property
+    def config_id(self) -> str:
+        return config_id(self.runs[0].spec)
 
     def _spread(self, values: list[float]) -> tuple[float, float]:
         values = [v for v in values if math.isfinite(v)]
@@ -134,15 +148,54 @@ def load_runs(out_dir: Path) -> list[Run]:
     return runs
 
 
+def identity(run: Run) -> str:
+    """The resolved configuration of ``run``: its spec without the seed, and the optimizer's defaults."""
+    spec = {k: v for k, v in run.spec.items() if k != "seed"}
+    return json.dumps({"spec": spec, "resolved": run.header.get("optimizer_defaults", {})}, sort_keys=True)
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): json.dumps(value, sort_keys=True)}
+
+
+def _distinguish(groups: list[Group]) -> None:
+    """Append to each shared label the fields that differ between the groups sharing it."""
+    by_label: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        by_label.setdefault((g.workload, g.label), []).append(g)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        flats = [_flat(json.loads(g.identity)) for g in same]
+        keys = sorted({k for f in flats for k in f})
+        differ = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+        for g, f in zip(same, flats):
+            parts = [f"{k.removeprefix('spec.')}={f.get(k, '—')}" for k in differ]
+            g.label = f"{g.label} [{', '.join(parts)}]"
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Groups in first-seen order (the suite's order), one per (workload, label)."""
+    """Groups in first-seen order, one per resolved configuration (seeds of it are its runs)."""
     groups: dict[tuple[str, str], Group] = {}
     for run in runs:
-        key = (run.spec["workload"], run.spec["label"])
+        key = (run.spec["workload"], identity(run))
         if key not in groups:
-            groups[key] = Group(key[0], key[1], run.spec["optimizer"], float(run.header["target_loss"]))
+            groups[key] = Group(
+                key[0],
+                run.spec["label"],
+                run.spec["optimizer"],
+                float(run.header["target_loss"]),
+                identity=key[1],
+            )
         groups[key].runs.append(run)
-    return list(groups.values())
+    out = list(groups.values())
+    _distinguish(out)
+    return out
 
 
 def baseline_step_time(groups: list[Group], workload: str, *, whole_iteration: bool = False) -> float | None:

@@ -100,8 +100,10 @@ class BiasedSGDRate:
 
     def __str__(self) -> str:
         c = self.certificate
-        verdict = "CERTIFIED: linear convergence to the noise floor" if self.converges else (
-            "NOT CERTIFIED: ρ ≥ 1, no contraction for this step size"
+        verdict = (
+            "CERTIFIED: linear convergence to the noise floor"
+            if self.converges
+            else ("NOT CERTIFIED: ρ ≥ 1, no contraction for this step size")
         )
         return "\n".join([
             verdict,
@@ -157,7 +159,7 @@ def lmi_terms(p: Problem) -> tuple[np.ndarray, ...]:
         G = np.array([[0.0, -L * a, 0.0], [-L * a, 1.0, 0.0], [0.0, 0.0, 0.0]])
     else:
         G = np.diag([-2 * L * L * a * a, 1.0, 0.0])
-    E = np.diag([0.0, -p.delta**2, 1.0])
+    E = np.diag([0.0, -(p.delta**2), 1.0])
     k = 3 if p.has_error else 2  # δ = c = 0: e ≡ 0, drop its row and column
     return tuple(M[:k, :k] for M in (V, R, S, G, E))
 

@@ -123,8 +123,12 @@ def sequential_sdp_schedule(
     # v = D(1, −α, −α) = (1, −a, −a) in the scaled coordinates
     v = cp.hstack([cp.Constant(1.0), -a, -a][:k])
     N = rho2 * R + x[0] * S + x[1] * G + x[2] * E
-    block = cp.bmat([[-N, cp.reshape(v, (k, 1), order="F")], [cp.reshape(v, (1, k), order="F"),
-                                                               cp.Constant(-np.ones((1, 1)))]])
+    block = cp.bmat(
+        [
+            [-N, cp.reshape(v, (k, 1), order="F")],
+            [cp.reshape(v, (1, k), order="F"), cp.Constant(-np.ones((1, 1)))],
+        ]
+    )
     h = 2 * sigma2 * a_ref**2 * x[1] + c**2 * a_ref**2 * x[2]
     prob = cp.Problem(cp.Minimize(rho2 * u + h), [0.5 * (block + block.T) << np.zeros((k + 1, k + 1))])
     bounds, alphas, rates, certs = [float(u0)], [], [], []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from scalopt.core.validate import check_name, did_you_mean
 from scalopt.workloads.base import Point, Workload
 from scalopt.workloads.ctr import CTR
 from scalopt.workloads.digits import Digits
@@ -30,14 +31,14 @@ def names() -> list[str]:
 
 def get(name: str, **overrides: Any) -> Workload:
     """The workload ``name`` with its pinned config, changed by ``overrides`` (validated)."""
-    if name not in WORKLOADS:
-        raise ValueError(f"unknown workload {name!r}; valid names: {', '.join(names())}")
+    check_name("workload", name, names())
     cls = WORKLOADS[name]
     valid = [f.name for f in dataclasses.fields(cls) if f.init]
     for key in overrides:
         if key not in valid:
             raise ValueError(
-                f"unknown config field {key!r} for workload {name!r}; valid fields: {', '.join(valid)}"
+                f"unknown config field {key!r} for workload {name!r};{did_you_mean(key, valid)} "
+                f"valid fields: {', '.join(valid)}"
             )
     return cls(**overrides)
 

@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Callable
 
 from scalopt.bench.spec import RunSpec
+from scalopt.core.validate import check_name
 
 Suite = Callable[[int], list[RunSpec]]
 
@@ -38,7 +39,6 @@ def summary(name: str) -> str:
 
 
 def get(name: str) -> Suite:
-    if name not in SUITES:
-        raise ValueError(f"unknown suite {name!r}; valid names: {', '.join(names())}")
+    check_name("suite", name, names())
     module, function, _ = SUITES[name]
     return getattr(importlib.import_module(f"scalopt.bench.suites.{module}"), function)
