@@ -133,7 +133,8 @@ def document(
         out += [
             f"## {workload}",
             "",
-            f"target eval loss {target:g}; data hash `{desc.get('data_hash', '')[:16]}`",
+            f"target eval loss {target:g}{' ' + desc['loss_unit'] if desc.get('loss_unit') else ''}; "
+            f"data hash `{desc.get('data_hash', '')[:16]}`",
             "",
         ]
         out += table(groups, workload)

@@ -174,6 +174,8 @@ def _distinguish(groups: list[Group]) -> None:
         flats = [_flat(json.loads(g.identity)) for g in same]
         keys = sorted({k for f in flats for k in f})
         differ = [k for k in keys if len({f.get(k) for f in flats}) > 1]
+        in_spec = [k for k in differ if k.startswith("spec.")]
+        differ = in_spec or differ  # what the user set first; else the resolved defaults
         for g, f in zip(same, flats):
             parts = [f"{k.removeprefix('spec.')}={f.get(k, '—')}" for k in differ]
             g.label = f"{g.label} [{', '.join(parts)}]"

@@ -13,6 +13,7 @@ model + data + loss + evaluation for one task, and nothing else:
     describe()                  -> JSON-serialisable name, config and data facts (with data_hash)
     data_hash()                 -> sha256 hex of the data trained and evaluated on
 
+``loss_unit`` (a class attribute) names the loss's unit for reports and figures ("nats/byte").
 Two fields are common to all workloads: ``target_loss`` (the eval loss that "steps / time to target"
 counts to) and ``default_steps`` (a sensible benchmark length); each workload pins its own defaults.
 
@@ -46,6 +47,7 @@ class Workload(abc.ABC):
     """Base class of the embedded workloads; subclasses are frozen keyword-only dataclasses."""
 
     name: ClassVar[str] = ""
+    loss_unit: ClassVar[str] = ""  # e.g. "nats/byte"; "" for a plain objective value
     target_loss: float = 0.0
     default_steps: int = 100
 
@@ -98,7 +100,8 @@ class Workload(abc.ABC):
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **self.config(), **self.data_facts(), "data_hash": self.data_hash()}
+        facts = {**self.config(), **self.data_facts(), "data_hash": self.data_hash()}
+        return {"name": self.name, "loss_unit": self.loss_unit, **facts}
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -142,6 +142,7 @@ class CTR(Workload):
     """Synthetic click-through prediction: skewed categorical ids, embedding tables, MLP."""
 
     name: ClassVar[str] = "ctr"
+    loss_unit: ClassVar[str] = "nats/example"
     target_loss: float = 0.522
     default_steps: int = 300
     n_fields: int = 8

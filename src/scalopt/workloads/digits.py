@@ -70,6 +70,7 @@ class Digits(Workload):
     """Small CNN on sklearn's bundled 8x8 digits, fixed 80/20 split."""
 
     name: ClassVar[str] = "digits"
+    loss_unit: ClassVar[str] = "nats/example"
     target_loss: float = 0.15
     default_steps: int = 250
     batch_size: int = 64

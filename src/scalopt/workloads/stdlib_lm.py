@@ -181,6 +181,7 @@ class StdlibLM(Workload):
     """Byte-level causal transformer LM on the Python standard library's ``.py`` sources."""
 
     name: ClassVar[str] = "stdlib-lm"
+    loss_unit: ClassVar[str] = "nats/byte"
     target_loss: float = 2.0
     default_steps: int = 600
     d_model: int = 64
