@@ -30,8 +30,7 @@ DIGITS = ["train", "--workload", "digits", "--no-progress", "--steps", "2"]
         ([*DIGITS, "--optimizer", "adam", "--set", "betas=(0.9,"], "betas must be a pair"),
         ([*DIGITS, "--optimizer", "clipped-sgd", "--lr", "0.1"], "'clipped-sgd' needs max_norm (no default)"),
         (
-            [*DIGITS, "--optimizer", "clipped-sgd", "--workers", "2", "--algorithm", "celgc"]
-            + ["--set", "lr=0.1", "--set", "max_norm=1"],
+            [*DIGITS, "--workers", "2", "--algorithm", "celgc"] + ["--set", "lr=0.1", "--set", "max_norm=1"],
             "algorithm 'celgc' needs period (no default)",
         ),
         (

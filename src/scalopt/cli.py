@@ -28,6 +28,8 @@ from typing import Any
 EXIT_USAGE = 2
 
 
+_NAMED = ("workload", "optimizer", "algorithm", "suite")
+
 #: the longest VALUE of a KEY=VALUE pair (a tuple of numbers fits; a pathological literal does not)
 MAX_VALUE_CHARS = 200
 
@@ -340,12 +342,21 @@ def _cmd_check_sgd_bias(args: argparse.Namespace) -> int:
     return 0 if rate.converges else 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def _registry_names() -> dict[str, str]:
+    """Every registry's names, for the help texts (so a new entry shows up without editing the CLI)."""
     from scalopt import workloads
     from scalopt.bench import suites
     from scalopt.distributed import registry as algorithms
     from scalopt.optim import registry
 
+    lists = {"workload": workloads.names(), "optimizer": registry.names()}
+    lists.update(algorithm=algorithms.names(), suite=suites.names())
+    return {what: ", ".join(names) for what, names in lists.items()}
+
+
+def _parser(registry_help: bool = True) -> argparse.ArgumentParser:
+    """The parser; ``registry_help=False`` leaves the registries (and torch) unimported, for ``check``."""
+    names = _registry_names() if registry_help else dict.fromkeys(_NAMED, "see `scalopt list`")
     p = _Parser(prog="scalopt", description="Scalable and adaptive optimizers: benchmarks, reports, checks.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -373,11 +384,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     t = sub.add_parser("train", help="train one optimizer on one workload")
-    t.add_argument("--workload", default="stdlib-lm", help=f"one of: {', '.join(workloads.names())}")
+    t.add_argument("--workload", default="stdlib-lm", help=f"one of: {names['workload']}")
     t.add_argument(
         "--optimizer",
         metavar="NAME",
-        help=f"one of: {', '.join(registry.names())} (`scalopt list --optimizer NAME` shows its "
+        help=f"one of: {names['optimizer']} (`scalopt list --optimizer NAME` shows its "
         "hyperparameters); required, except for algorithms that are optimizers themselves",
     )
     t.add_argument("--lr", type=float, help="learning rate (same as --set lr=LR; default: the optimizer's)")
@@ -412,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--algorithm",
         metavar="NAME",
-        help=f"distributed algorithm, one of: {', '.join(algorithms.names())} "
+        help=f"distributed algorithm, one of: {names['algorithm']} "
         "(`scalopt list --algorithm NAME` shows its arguments)",
     )
     t.add_argument(
@@ -429,7 +440,7 @@ def _parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     b = sub.add_parser("bench", help="run a suite over seeds and render its report")
-    b.add_argument("--suite", default="default", help=f"one of: {', '.join(suites.names())}")
+    b.add_argument("--suite", default="default", help=f"one of: {names['suite']}")
     b.add_argument("--seeds", type=_int_at_least(1), default=3, help="seeds per configuration")
     run_options(b, "runs/SUITE")
     b.set_defaults(func=_cmd_bench)
@@ -463,8 +474,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = _parser().parse_args(argv)
+        args = _parser(registry_help=argv[:1] != ["check"]).parse_args(argv)
     except SystemExit as exc:  # --help (0) or a malformed command line (2, already printed)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
