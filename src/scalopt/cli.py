@@ -18,90 +18,21 @@ unknown names and keys get the closest valid one. Help lists come from the regis
 from __future__ import annotations
 
 import argparse
-import ast
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_USAGE = 2
-
+from scalopt.cli_args import (
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    int_at_least,
+    parse_network,
+    parse_pairs,
+)
 
 _NAMED = ("workload", "optimizer", "algorithm", "suite")
-
-#: the longest VALUE of a KEY=VALUE pair (a tuple of numbers fits; a pathological literal does not)
-MAX_VALUE_CHARS = 200
-
-
-class UsageError(Exception):
-    """A bad name or value on the command line: one line to stderr, exit status 2."""
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: X)`` after every flag that has a default worth showing."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        default = action.default
-        if default is None or default is False or default == [] or default is argparse.SUPPRESS:
-            return action.help or ""
-        if "(default" in (action.help or ""):
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse's own errors (a missing or malformed flag) as one line and status 2, like ours."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> Any:
-        if m := re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message):
-            from scalopt.core.validate import did_you_mean
-
-            hint = did_you_mean(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
-            message += f";{hint}" if hint else ""
-        print(f"scalopt: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
-def _int_at_least(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text[:40]!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def _value(text: str, key: str) -> Any:
-    """A literal (number, bool, tuple, string) from ``KEY=VALUE``; plain words stay strings."""
-    if not text:
-        raise UsageError(f"{key}= has no value")
-    if len(text) > MAX_VALUE_CHARS:
-        raise UsageError(f"the value of {key} is {len(text)} characters long; at most {MAX_VALUE_CHARS}")
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
-
-
-def _pairs(items: Sequence[str], what: str) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{what} must look like KEY=VALUE, got {item[:60]!r}")
-        key = key.strip().replace("-", "_")
-        out[key] = _value(value.strip(), key)
-    return out
 
 
 def _default_threads() -> int:
@@ -185,20 +116,6 @@ def _check_names(
                 raise UsageError(str(exc)) from None
 
 
-def _network(text: str | None) -> tuple[float, float] | None:
-    if not text:
-        return None
-    try:
-        latency, bandwidth = (float(x) for x in text.split(","))
-    except ValueError:
-        raise UsageError(
-            f"--network must be LATENCY_S,BYTES_PER_S (e.g. 1e-3,125e6), got {text[:60]!r}"
-        ) from None
-    if not (latency >= 0 and bandwidth > 0) or latency == float("inf") or bandwidth == float("inf"):
-        raise UsageError(f"--network needs latency >= 0 and bandwidth > 0 (finite), got {text[:60]!r}")
-    return latency, bandwidth
-
-
 def train_out_dir(spec: Any) -> Path:
     """The default output folder of ``scalopt train``: one per configuration (seeds share it)."""
     return Path(f"runs/train-{spec.workload}-{spec.optimizer}-{spec.config_id}")
@@ -221,11 +138,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"--algorithm {args.algorithm} is an optimizer itself ({own}): drop --optimizer "
                 f"{args.optimizer} and give {own}'s hyperparameters with --set / --lr"
             )
-    network = _network(args.network)
-    hparams = _pairs(args.set, "--set")
+    network = parse_network(args.network)
+    hparams = parse_pairs(args.set, "--set")
     if args.lr is not None:
         hparams["lr"] = args.lr
-    overrides = _pairs(args.workload_set, "--workload-set")
+    overrides = parse_pairs(args.workload_set, "--workload-set")
     try:
         from scalopt import workloads
 
@@ -241,7 +158,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             label=args.label or " ".join(x for x in (args.algorithm, args.optimizer) if x),
             workers=args.workers,
             algorithm=args.algorithm,
-            algorithm_args=_pairs(args.algorithm_set, "--algorithm-set"),
+            algorithm_args=parse_pairs(args.algorithm_set, "--algorithm-set"),
             network=network,
         )
         check_spec(spec)
@@ -357,8 +274,8 @@ def _registry_names() -> dict[str, str]:
 def _parser(registry_help: bool = True) -> argparse.ArgumentParser:
     """The parser; ``registry_help=False`` leaves the registries (and torch) unimported, for ``check``."""
     names = _registry_names() if registry_help else dict.fromkeys(_NAMED, "see `scalopt list`")
-    p = _Parser(prog="scalopt", description="Scalable and adaptive optimizers: benchmarks, reports, checks.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="scalopt", description="Scalable and adaptive optimizers: benchmarks, reports, checks.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     ls = sub.add_parser("list", help="optimizers, workloads, algorithms and suites")
     ls.add_argument("--optimizer", metavar="NAME", help="show this optimizer's hyperparameters and defaults")
@@ -374,12 +291,12 @@ def _parser(registry_help: bool = True) -> argparse.ArgumentParser:
         )
         sp.add_argument(
             "--threads",
-            type=_int_at_least(1),
+            type=int_at_least(1),
             default=_default_threads(),
             help="torch threads, pinned for every run",
         )
         sp.add_argument(
-            "--checkpoint-every", type=_int_at_least(1), default=100, help="steps between checkpoints"
+            "--checkpoint-every", type=int_at_least(1), default=100, help="steps between checkpoints"
         )
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -407,16 +324,16 @@ def _parser(registry_help: bool = True) -> argparse.ArgumentParser:
         help="a workload config field, repeatable",
     )
     t.add_argument(
-        "--steps", type=_int_at_least(1), help="training steps (default: the workload's default_steps)"
+        "--steps", type=int_at_least(1), help="training steps (default: the workload's default_steps)"
     )
     t.add_argument(
-        "--seed", type=_int_at_least(0), default=0, help="init seed (the data seed derives from it)"
+        "--seed", type=int_at_least(0), default=0, help="init seed (the data seed derives from it)"
     )
-    t.add_argument("--eval-every", type=_int_at_least(1), default=50, help="steps between evaluations")
+    t.add_argument("--eval-every", type=int_at_least(1), default=50, help="steps between evaluations")
     t.add_argument("--label", help="name of the run in the report (default: the optimizer's name)")
     t.add_argument(
         "--workers",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1,
         help="gloo processes on loopback; more than 1 runs --algorithm (data-parallel if not given)",
     )
@@ -441,12 +358,12 @@ def _parser(registry_help: bool = True) -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run a suite over seeds and render its report")
     b.add_argument("--suite", default="default", help=f"one of: {names['suite']}")
-    b.add_argument("--seeds", type=_int_at_least(1), default=3, help="seeds per configuration")
+    b.add_argument("--seeds", type=int_at_least(1), default=3, help="seeds per configuration")
     run_options(b, "runs/SUITE")
     b.set_defaults(func=_cmd_bench)
 
     c = sub.add_parser("check", help="theory diagnostics")
-    csub = c.add_subparsers(dest="check", required=True, parser_class=_Parser)
+    csub = c.add_subparsers(dest="check", required=True, parser_class=Parser)
     ca = csub.add_parser(
         "adam", help="the Generic Adam sufficient convergence condition (exit 1 if it fails)"
     )
