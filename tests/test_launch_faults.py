@@ -67,7 +67,10 @@ def _wait_for(condition, limit_s: float) -> bool:
 def test_ranks_die_when_the_launching_process_is_killed(tmp_path):
     script = tmp_path / "launcher.py"
     script.write_text(SCRIPT)
-    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=os.environ.copy())
+    # stderr dropped: the killed launcher's resource tracker reports (and removes) its queue's semaphores
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], env=os.environ.copy(), stderr=subprocess.DEVNULL
+    )
     try:
         pid_files = [tmp_path / f"rank{r}.pid" for r in range(2)]
         assert _wait_for(lambda: all(p.exists() and p.read_text() for p in pid_files), 240)
