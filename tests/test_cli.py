@@ -19,7 +19,7 @@ DIGITS = ["train", "--workload", "digits", "--no-progress", "--steps", "2"]
 @pytest.mark.parametrize(
     "argv,says",
     [
-        ([*DIGITS, "--optimizer", "adam", "--lr", "-0.1"], "lr must be in (0, inf), got -0.1"),
+        ([*DIGITS, "--optimizer", "adam", "--lr", "-0.1"], "'adam': lr must be in [0, inf), got -0.1"),
         ([*DIGITS, "--optimizer", "torch-adamw", "--lr", "-0.1"], "Invalid learning rate"),
         (
             [*DIGITS, "--optimizer", "clipped-sgd", "--lr", "0.1", "--set", "max_nrom=1"],
