@@ -80,7 +80,6 @@ def make_trainer(root: str, **limits: int) -> L.Trainer:
         enable_model_summary=False,
         enable_checkpointing=False,
         default_root_dir=root,
-        deterministic=True,
         **limits,
     )
 
