@@ -315,3 +315,17 @@ def test_closure_optimizers_name_what_is_missing(entry):
         with pytest.raises(ValueError, match="needs sample"):
             opt.step(lambda: _loss(model, _data()))
     assert not opt.state
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+def test_loads_its_own_state_after_setstate(entry):
+    # copy.deepcopy and unpickling run Optimizer.__setstate__, which adds "differentiable" to
+    # defaults (the Hugging Face Trainer resumes through this path); the saved groups never carry it
+    model = _model()
+    opt = entry.build(model.parameters(), **entry.example)
+    _train(opt, model, 2)
+    saved = opt.state_dict()
+    opt.__setstate__(opt.__getstate__())
+    assert "differentiable" in opt.defaults
+    opt.load_state_dict(saved)
+    assert opt.state_dict()["param_groups"] == saved["param_groups"]

@@ -55,6 +55,11 @@ def call_closure(closure: Callable[[], Any] | None) -> Any:
         return closure()
 
 
+# keys torch.optim.Optimizer adds to ``defaults`` by itself (``__setstate__``, run by copy.deepcopy and
+# unpickling, e.g. in the Hugging Face Trainer): not hyperparameters that a saved param group carries
+TORCH_DEFAULT_KEYS = frozenset({"differentiable"})
+
+
 class ScaloptOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` with validation, naming, non-finite policy, counters and metrics."""
 
@@ -195,7 +200,9 @@ class ScaloptOptimizer(torch.optim.Optimizer):
                 f"'param_groups', got keys {sorted(state_dict)}"
             )
         owner = (extra or {}).get("optimizer")
-        missing = sorted({k for g in groups for k in self.defaults if k not in g})
+        missing = sorted(
+            {k for g in groups for k in self.defaults if k not in g and k not in TORCH_DEFAULT_KEYS}
+        )
         if missing:
             who = f"a {owner}" if owner else "another optimizer (not a scalopt one)"
             raise ValueError(
