@@ -99,8 +99,16 @@ def float_rank(comm, steps: int, split: int, reset_at: int) -> tuple:
 @pytest.mark.parametrize("n", [2, 3])
 def test_identity_never_frozen_equals_data_parallel_adam_without_bias_correction(n):
     ref = onebit_adam(
-        _x0(), _ref_grad, workers=n, steps=8, freeze_step=math.inf, lr=0.05, beta1=0.8, beta2=0.95,
-        eps=1e-6, compress=False,
+        _x0(),
+        _ref_grad,
+        workers=n,
+        steps=8,
+        freeze_step=math.inf,
+        lr=0.05,
+        beta1=0.8,
+        beta2=0.95,
+        eps=1e-6,
+        compress=False,
     )
     got = SimComm(n).run(lsq_rank, 8, math.inf, "identity")
     for r in range(n):
@@ -110,8 +118,16 @@ def test_identity_never_frozen_equals_data_parallel_adam_without_bias_correction
 
 def test_identity_after_freeze_is_data_parallel_momentum_under_frozen_v():
     ref = onebit_adam(
-        _x0(), _ref_grad, workers=2, steps=9, freeze_step=4, lr=0.05, beta1=0.8, beta2=0.95,
-        eps=1e-6, compress=False,
+        _x0(),
+        _ref_grad,
+        workers=2,
+        steps=9,
+        freeze_step=4,
+        lr=0.05,
+        beta1=0.8,
+        beta2=0.95,
+        eps=1e-6,
+        compress=False,
     )
     got = SimComm(2).run(lsq_rank, 9, 4, "identity")
     torch.testing.assert_close(got[0].numpy(), ref, rtol=1e-10, atol=1e-12)
@@ -122,16 +138,32 @@ def test_rms_sign_both_ways_follows_the_equations(n):
     """Warm-up, frozen v, worker and server error feedback, chunking, decoupled weight decay."""
     kw = dict(weight_decay=0.1)
     ref = onebit_adam(
-        _x0(), _ref_grad, workers=n, steps=12, freeze_step=3, lr=0.05, beta1=0.8, beta2=0.95,
-        eps=1e-6, **kw,
+        _x0(),
+        _ref_grad,
+        workers=n,
+        steps=12,
+        freeze_step=3,
+        lr=0.05,
+        beta1=0.8,
+        beta2=0.95,
+        eps=1e-6,
+        **kw,
     )
     got = SimComm(n).run(lsq_rank, 12, 3, {"name": "scaled-sign", "scale": "rms"}, kw)
     for r in range(n):
         assert torch.equal(got[r], got[0])
     torch.testing.assert_close(got[0].numpy(), ref, rtol=1e-9, atol=1e-11)
     warm_only = onebit_adam(
-        _x0(), _ref_grad, workers=n, steps=12, freeze_step=math.inf, lr=0.05, beta1=0.8, beta2=0.95,
-        eps=1e-6, **kw,
+        _x0(),
+        _ref_grad,
+        workers=n,
+        steps=12,
+        freeze_step=math.inf,
+        lr=0.05,
+        beta1=0.8,
+        beta2=0.95,
+        eps=1e-6,
+        **kw,
     )
     assert not np.allclose(ref, warm_only)  # the compressed phase did something
 
@@ -304,7 +336,12 @@ def test_defaults_and_registry():
     assert isinstance(opt.compressor, ScaledSign) and opt.compressor.scale == "rms"
     assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[0]["betas"] == (0.9, 0.999)
     built = algorithms.build(
-        "onebit-adam", nn.Linear(2, 2), "adam", {"lr": 1e-2}, SingleComm(), freeze_step=5,
+        "onebit-adam",
+        nn.Linear(2, 2),
+        "adam",
+        {"lr": 1e-2},
+        SingleComm(),
+        freeze_step=5,
         compressor="identity",
     )
     assert isinstance(built, OneBitAdam) and isinstance(built.compressor, Identity) and built.freeze_step == 5

@@ -18,7 +18,6 @@ from typing import Any
 
 from scalopt.core.validate import check_int
 
-
 #: how a distributed run's ranks talk: real gloo processes, or SimComm's logical ranks in one process
 COMMS = ("gloo", "sim")
 

@@ -46,8 +46,9 @@ decoupled_weight_decay=True)``, whose update equals the rule above.
 State and resume: m, v and the step counters are in ``state_dict()``; the error buffers e_i, ẽ_j are
 NOT saved — they are reset to zero on ``load_state_dict`` (and ``reset_errors()``), as DeepSpeed
 does: they are per-rank and need the same world size, and resetting them now and then does not hurt
-convergence (Tang et al.); ``add_param_group`` resets them too. A resumed run therefore equals an uninterrupted run that called
-``reset_errors()`` at the resume step (bitwise), not the uninterrupted run itself.
+convergence (Tang et al.); ``add_param_group`` resets them too. A resumed run therefore equals an
+uninterrupted run that called ``reset_errors()`` at the resume step (bitwise), not the
+uninterrupted run itself.
 
 Reference: H. Tang, S. Gan, A. A. Awan, S. Rajbhandari, C. Li, X. Lian, J. Liu, C. Zhang, Y. He,
 "1-bit Adam: Communication Efficient Large-Scale Training with Adam's Convergence Speed", ICML 2021,

@@ -102,12 +102,13 @@ def _efficient_adam(
 
 def _onebit_adam(model, optimizer, hparams, comm, *, compressor=None, server_compressor=None, **args):
     n, r = comm.world_size, comm.rank
+    server = None if server_compressor is None else compress.build(server_compressor, seed=n + r)
     return OneBitAdam(
         model.named_parameters(),
         comm=comm,
         module=model,
         compressor=None if compressor is None else compress.build(compressor, seed=r),
-        server_compressor=None if server_compressor is None else compress.build(server_compressor, seed=n + r),
+        server_compressor=server,
         **hparams,
         **args,
     )
