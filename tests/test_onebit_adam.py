@@ -116,6 +116,23 @@ def test_identity_never_frozen_equals_data_parallel_adam_without_bias_correction
     torch.testing.assert_close(got[0].numpy(), ref, rtol=1e-10, atol=1e-12)
 
 
+def test_bias_corrected_identity_never_frozen_equals_data_parallel_torch_adam():
+    torch.manual_seed(0)
+    model = nn.Linear(IN, OUT).double()
+    ref = torch.optim.Adam(model.parameters(), lr=0.05, betas=(0.8, 0.95), eps=1e-6)
+    for t in range(1, 9):
+        ref.zero_grad()
+        loss = 0
+        for i in range(2):
+            a, y = _data(i, t)
+            loss = loss + (model(a) - y).square().mean() / 2
+        loss.backward()
+        ref.step()
+    want = torch.cat([model.weight.detach().reshape(-1), model.bias.detach()])
+    got = SimComm(2).run(lsq_rank, 8, math.inf, "identity", {"bias_correction": True})
+    torch.testing.assert_close(got[0], want, rtol=1e-10, atol=1e-12)
+
+
 def test_identity_after_freeze_is_data_parallel_momentum_under_frozen_v():
     ref = onebit_adam(
         _x0(),
@@ -133,10 +150,10 @@ def test_identity_after_freeze_is_data_parallel_momentum_under_frozen_v():
     torch.testing.assert_close(got[0].numpy(), ref, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_rms_sign_both_ways_follows_the_equations(n):
+@pytest.mark.parametrize(("n", "bc"), [(2, False), (3, False), (2, True)])
+def test_rms_sign_both_ways_follows_the_equations(n, bc):
     """Warm-up, frozen v, worker and server error feedback, chunking, decoupled weight decay."""
-    kw = dict(weight_decay=0.1)
+    kw = dict(weight_decay=0.1, bias_correction=bc)
     ref = onebit_adam(
         _x0(),
         _ref_grad,
@@ -322,6 +339,7 @@ def test_state_dict_round_trips_through_weights_only_without_errors_one_rank_unc
         ({"compressor": "scaled-sign"}, "compressor"),
         ({"server_compressor": 3}, "server_compressor"),
         ({"momentum_mask": 1}, "momentum_mask"),
+        ({"bias_correction": None}, "bias_correction"),
         ({"nonfinite": "ignore"}, "nonfinite"),
     ],
 )

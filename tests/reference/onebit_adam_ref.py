@@ -7,6 +7,9 @@ No bias correction (DeepSpeed's form), decoupled weight decay λ. With ḡ the w
               per chunk j of the flat vector: c_j = mean_i Q(b_i)_j + ẽ_j ;  ẽ_j ← c_j − Q(c_j)
               m = [Q(c_j)]_j · 1[v ≠ 0] ;  x ← x − lr·(m/(√v + ε) + λ·x)
 
+With ``bias_correction`` the step uses m̂ = m/(1−β1^t) and v̂ = v/(1−β2^{min(t, T_w)}) instead of
+m and v (Adam's correction; v stops changing at T_w).
+
 Q is either the identity or the RMS-scaled sign of one chunk: Q(b) = (‖b‖₂/√d)·sign(b), sign(0) = +1.
 The flat vector is all tensors concatenated, cut into N chunks of ⌈D/N⌉ entries. Shares no code
 with scalopt.
@@ -43,6 +46,7 @@ def onebit_adam(
     weight_decay: float = 0.0,
     compress: bool = True,
     mask: bool = True,
+    bias_correction: bool = False,
 ) -> np.ndarray:
     """x (flat) after ``steps`` steps; ``grad(i, t, x)`` is worker i's flat gradient at step t ≥ 1."""
     q = rms_sign if compress else (lambda b: b.copy())
@@ -71,5 +75,10 @@ def onebit_adam(
             e_server = c - m
             if mask:
                 m = m * (v != 0)
-        x = x - lr * (m / (np.sqrt(v) + eps) + weight_decay * x)
+        if bias_correction:  # Adam's m̂, v̂; v stopped changing at step T_w
+            v_steps = min(t, freeze_step)
+            m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**v_steps)
+        else:
+            m_hat, v_hat = m, v
+        x = x - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay * x)
     return x

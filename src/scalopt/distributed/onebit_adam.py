@@ -21,6 +21,12 @@ param group; schedulers allowed), β1, β2 = ``betas``, ε = ``eps``, λ = ``wei
 never compress), Q_w = ``compressor``, Q_s = ``server_compressor`` (None: the same).
 Defaults as DeepSpeed: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0, freeze_step 100000.
 
+``bias_correction=True`` (not DeepSpeed's form; for warm-ups too short for 1 − β2^{T_w} ≈ 1): the
+warm-up is torch's Adam (m̂ = m/(1−β1^t), v̂ = v/(1−β2^t)) and the compressed phase steps by
+m/(1−β1^t) / (√(v/(1−β2^{T_w})) + ε), T_w the number of updates the frozen v received. Without it
+a short warm-up at β2 = 0.999 freezes a v that is a small fraction of E[g²] (1 − 0.999^20 ≈ 2 %),
+so every later step is several times larger than Adam's.
+
 Exchange (per dtype, flat ``ModelVector`` order of all parameters, D entries): the vector is cut
 into N chunks of ⌈D/N⌉ entries; one ``all_to_all`` sends chunk j of Q_w(b_i) to rank j (packed
 bits and scale, padded to the longest chunk's payload), rank j averages the N payloads in rank
@@ -108,6 +114,7 @@ class OneBitAdam(DistributedOptimizer):
         compressor: Compressor | None = None,
         server_compressor: Compressor | None = None,
         momentum_mask: bool = True,
+        bias_correction: bool = False,
         module: nn.Module | None = None,
         nonfinite: str = "raise",
         deterministic: bool = False,
@@ -119,6 +126,7 @@ class OneBitAdam(DistributedOptimizer):
             "server_compressor", self.compressor if server_compressor is None else server_compressor
         )
         self.momentum_mask = check_bool("momentum_mask", momentum_mask)
+        self.bias_correction = check_bool("bias_correction", bias_correction)
         inner = GenericAdam(
             params,
             lr=lr,
@@ -126,7 +134,7 @@ class OneBitAdam(DistributedOptimizer):
             eps=eps,
             weight_decay=weight_decay,
             decoupled_weight_decay=True,
-            bias_correction=False,
+            bias_correction=self.bias_correction,
             nonfinite=nonfinite,
         )
         self._layouts: list[ChunkLayout] | None = None
@@ -214,7 +222,9 @@ class OneBitAdam(DistributedOptimizer):
                 torch._foreach_lerp_([a for a, _ in pairs], [g for _, g in pairs], 1.0 - beta1)
             for p in group["params"]:
                 if p.grad is not None:
-                    self.state[p]["step"] += 1
+                    st = self.state[p]
+                    st.setdefault("v_steps", st["step"])  # how many updates the frozen v got
+                    st["step"] += 1
         if self.comm.world_size > 1:  # one rank: nothing to average, m stays exact (as DeepSpeed)
             m_vec = ModelVector(m)
             synced = [self._exchange(lay, flat) for lay, flat in zip(self.layouts(), m_vec.gather())]
@@ -228,9 +238,19 @@ class OneBitAdam(DistributedOptimizer):
                 continue
             if wd:
                 torch._foreach_mul_(ps, 1.0 - lr * wd)
-            denom = torch._foreach_sqrt([self.state[p]["exp_avg_sq"] for p in ps])
+            sts = [self.state[p] for p in ps]
+            denom = torch._foreach_sqrt([st["exp_avg_sq"] for st in sts])
+            if not self.bias_correction:
+                torch._foreach_add_(denom, eps)
+                torch._foreach_addcdiv_(ps, [st["exp_avg"] for st in sts], denom, value=-lr)
+                continue
+            beta1, beta2 = group["betas"]
+            c2 = [1.0 - beta2 ** st["v_steps"] or 1.0 for st in sts]  # v̂ = v/(1 − β2^{T_w})
+            torch._foreach_mul_(denom, [1.0 / math.sqrt(c) for c in c2])
             torch._foreach_add_(denom, eps)
-            torch._foreach_addcdiv_(ps, [self.state[p]["exp_avg"] for p in ps], denom, value=-lr)
+            step = torch._foreach_div([st["exp_avg"] for st in sts], denom)
+            torch._foreach_mul_(step, [-lr / (1.0 - beta1 ** st["step"]) for st in sts])  # m̂ = m/(1 − β1^t)
+            torch._foreach_add_(ps, step)
 
     def _exchange(self, lay: ChunkLayout, m: torch.Tensor) -> torch.Tensor:
         """The compressed average of every rank's ``m``: chunks up to their server, chunks back down."""
