@@ -78,24 +78,28 @@ def frontier_figure(groups: list[Group], workload: str, path: Path) -> Path | No
     if sum(len(v) for v in by_workers.values()) < 2:
         return None
     fig, ax = plt.subplots(figsize=(8.0, 5.2), dpi=110)
-    markers = "os^Dv"
+    markers = "osDv"
+    refs = [r[1] for items in by_workers.values() if (r := _reference(items)) is not None]
+    all_losses = [loss for items in by_workers.values() for _, _, loss in items]
+    top = min(max(all_losses), 1.4 * max(refs)) if refs else max(all_losses)  # outliers: at the edge
     for k, n in enumerate(sorted(by_workers)):
         items = sorted(by_workers[n], key=lambda t: t[1])
         front = pareto([(b, loss) for _, b, loss in items])
-        xs, ys = [b for _, b, _ in items], [loss for _, _, loss in items]
+        xs, ys = [b for _, b, _ in items], [min(loss, top) for _, _, loss in items]
         (pts,) = ax.plot(xs, ys, markers[k % len(markers)], label=f"{n} workers", alpha=0.85)
         fx = [x for x, on in zip(xs, front) if on]
         fy = [y for y, on in zip(ys, front) if on]
         ax.plot(fx, fy, "-", color=pts.get_color(), linewidth=1.2, alpha=0.7, label=f"front, {n} workers")
         for (g, b, loss), on in zip(items, front):
             ax.annotate(
-                g.label,
-                (b, loss),
+                g.label if loss <= top else f"{g.label}: {loss:.2f}, off the chart",
+                (b, min(loss, top)),
                 fontsize=6,
                 xytext=(3, 2),
                 textcoords="offset points",
                 fontweight="bold" if on else "normal",
             )
+    ax.set_ylim(top=top + 0.03 * (top - min(all_losses) or 1.0))
     ax.set_xscale("log")
     ax.set_xlabel("bytes sent per step per rank (log)")
     ax.set_ylabel("final eval loss")
