@@ -74,7 +74,7 @@ from scalopt.compress import Compressor, ScaledSign, error_feedback, from_bytes,
 from scalopt.compress.base import check_compressor
 from scalopt.core.comm import Comm, sum_in_rank_order
 from scalopt.core.validate import check_bool, check_int
-from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector, grads_finite
+from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector
 from scalopt.optim.generic_adam import GenericAdam
 
 
@@ -192,16 +192,8 @@ class OneBitAdam(DistributedOptimizer):
 
     def _warmup_step(self) -> bool:
         """Data-parallel Adam: average the gradients (fp32 all-reduce), then the inner step."""
-        grads = self.grads()
-        vec = ModelVector(grads)
-        flats = vec.gather()
-        for flat in flats:
-            self.comm.all_reduce(flat, "mean", deterministic=self.deterministic)
-        if not all(bool(torch.isfinite(f).all()) for f in flats):
-            local = "this rank's own gradient was finite" if grads_finite(grads) else "including this rank"
-            if not self.nonfinite_outcome([-1], f" (the averaged gradient is non-finite; {local})"):
-                return False
-        vec.scatter(flats)
+        if not self.average(self.grads()):
+            return False
         self.optimizer.step()
         return True
 
