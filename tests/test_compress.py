@@ -33,6 +33,9 @@ def all_compressors():
     return [
         Identity(),
         ScaledSign(),
+        ScaledSign(scale="rms"),
+        ScaledSign(block_size=16),
+        ScaledSign(scale="rms", block_size=5),
         TopK(0.1),
         RandomK(0.1, torch.Generator().manual_seed(1)),
         RandomK(0.3, torch.Generator().manual_seed(1), unbiased=False),
@@ -48,7 +51,8 @@ def expected_nbytes(c, d: int, itemsize: int) -> int:
     if isinstance(c, Identity):
         return d * itemsize
     if isinstance(c, ScaledSign):
-        return itemsize + math.ceil(d / 8)
+        blocks = 1 if c.block_size is None else math.ceil(d / c.block_size)
+        return blocks * itemsize + math.ceil(d / 8)
     if isinstance(c, TopK):
         return k * (itemsize + 4)
     if isinstance(c, RandomK):
@@ -120,6 +124,23 @@ def test_scaled_sign_and_top_k_are_contractive(d, seed, zeros):
         k = t.layout(d, x.dtype)[0][1]
         err = float((t.decompress(t.compress(x)) - x).square().sum())
         assert err <= (1 - k / d) * n2 + 1e-12
+
+
+@pytest.mark.parametrize("scale", ["l1", "rms"])
+@pytest.mark.parametrize("block", [None, 1, 4, 7, 100])
+def test_scaled_sign_scales_each_block_by_its_mean_magnitude_or_rms(scale, block):
+    x = torch.randn(23, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x[5] = 0.0
+    c = ScaledSign(scale=scale, block_size=block)
+    got = c.decompress(c.compress(x))
+    b = 23 if block is None else block
+    for lo in range(0, 23, b):
+        piece = x[lo : lo + b]
+        s = piece.abs().mean() if scale == "l1" else piece.norm() / math.sqrt(piece.numel())
+        want = s * torch.where(piece >= 0, 1.0, -1.0).double()
+        torch.testing.assert_close(got[lo : lo + b], want, rtol=1e-14, atol=0)
+        if scale == "rms":
+            torch.testing.assert_close(got[lo : lo + b].norm(), piece.norm(), rtol=1e-12, atol=0)
 
 
 def test_top_k_keeps_the_largest_magnitudes():
@@ -246,6 +267,8 @@ def test_build_from_names_and_dicts():
         (lambda: RandomK(0.1, generator=3), "generator"),
         (lambda: RandomK(0.1, unbiased=1), "unbiased"),
         (lambda: QSGD(0), "levels"),
+        (lambda: ScaledSign(scale="l2"), "scale"),
+        (lambda: ScaledSign(block_size=0), "block_size"),
         (lambda: QSGD(4, bucket_size=0), "bucket_size"),
         (lambda: ErrorFeedback("sign"), "compressor"),
         (lambda: Identity().compress(torch.arange(3)), "x"),

@@ -10,7 +10,7 @@ from torch import nn
 
 import scalopt
 from scalopt.core.comm import SingleComm
-from scalopt.distributed import CELGC, DataParallelOptimizer, LocalSGD, OverlapLocalSGD
+from scalopt.distributed import CELGC, DataParallelOptimizer, LocalSGD, OneBitAdam, OverlapLocalSGD
 
 WRAPPERS = {
     "data_parallel_adam": lambda m, c: DataParallelOptimizer(scalopt.Adam(m.parameters(), lr=1e-2), comm=c),
@@ -20,6 +20,7 @@ WRAPPERS = {
     "local_sgd": lambda m, c: LocalSGD(
         torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), comm=c, period=3, module=m
     ),
+    "onebit_adam": lambda m, c: OneBitAdam(m.parameters(), comm=c, lr=1e-2, freeze_step=2, module=m),
     "celgc": lambda m, c: CELGC(m.parameters(), comm=c, lr=0.1, max_norm=0.5, period=2, momentum=0.9),
     "overlap": lambda m, c: OverlapLocalSGD(
         torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), comm=c, period=2, anchor_momentum=0.5

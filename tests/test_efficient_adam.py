@@ -16,7 +16,6 @@ from reference.efficient_adam_ref import averaged_adam_steps, scaled_sign_effici
 from scalopt.compress import QSGD, Identity, RandomK, ScaledSign, TopK, build
 from scalopt.core.comm import SingleComm
 from scalopt.distributed import EfficientAdam, SimComm, launch, load_checkpoint, save_checkpoint
-from scalopt.distributed import registry as algorithms
 from scalopt.schedules import InvPower, OneMinusInvPower
 
 COMPRESSORS = (
@@ -402,20 +401,6 @@ def test_default_is_scaled_sign_both_ways_and_nonfinite_raises():
     next(model.parameters()).grad[0, 0] = float("nan")
     with pytest.raises(FloatingPointError):
         opt.step()
-
-
-# -- benchmark plumbing ---------------------------------------------------------------------------
-def test_compression_suite_specs():
-    from scalopt.bench.suites import get
-
-    specs = get("compression")(1)
-    assert len({s.run_id for s in specs}) == len(specs) == 10
-    assert all(s.workers == 2 and s.workload == "stdlib-lm" and s.steps == 600 for s in specs)
-    assert all(s.algorithm in algorithms.names() for s in specs)
-    assert sum(s.network == (1e-3, 125e6) for s in specs) == 2
-    for s in specs:
-        if s.algorithm == "efficient-adam":
-            build(s.algorithm_args["compressor"])
 
 
 @pytest.mark.distributed

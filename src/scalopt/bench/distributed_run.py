@@ -11,6 +11,10 @@ Rank 0 shows the progress bar of a single-process run. Each rank locks its own r
 while it writes (``records.run_lock``); the parent checks the lock before it starts any process,
 so a second writer fails at once with ``RunLockedError``. The ranks die with the parent process
 (``launch``), so killing a run leaves nothing writing behind it.
+With ``spec.comm == "sim"`` the ranks are ``SimComm`` logical ranks in this process instead (one
+at a time, lock-step: same numbers as gloo for the sharded and rank-ordered reductions, no
+parallel speed-up and no real network; a network model is only priced, not slept). Algorithms
+that need a torch process group (the DDP comm hooks) cannot run there.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from scalopt.bench import records
 from scalopt.bench.loop import train_run
@@ -62,10 +68,20 @@ def run_distributed(
 
     with records.run_lock(Path(run_dir)):  # raises now if another process writes the record
         pass
+    delay = NetworkModel(*spec.network) if spec.network is not None else None
+    if spec.comm == "sim":
+        from scalopt.distributed import SimComm
+
+        if spec.algorithm.startswith("ddp-"):
+            raise ValueError(
+                f"algorithm {spec.algorithm!r} wraps the model in DistributedDataParallel, which needs a "
+                f"torch process group: run it with comm='gloo'"
+            )
+        torch.set_num_threads(threads)
+        sim = SimComm(spec.workers, delay=delay, timeout_s=3600.0)
+        return sim.run(_rank_main, spec, str(run_dir), checkpoint_every, resume, progress)[0]
     if progress:
         print(f"starting {spec.workers} gloo processes for {spec.label} ...", file=sys.stderr, flush=True)
-
-    delay = NetworkModel(*spec.network) if spec.network is not None else None
     headers = launch(
         _rank_main,
         spec.workers,

@@ -18,6 +18,9 @@ from typing import Any
 
 from scalopt.core.validate import check_int
 
+#: how a distributed run's ranks talk: real gloo processes, or SimComm's logical ranks in one process
+COMMS = ("gloo", "sim")
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunSpec:
@@ -34,6 +37,7 @@ class RunSpec:
     algorithm: str | None = None  # a scalopt.distributed registry name (needs workers >= 1)
     algorithm_args: dict[str, Any] = field(default_factory=dict)
     network: tuple[float, float] | None = None  # NetworkModel(latency_s, bandwidth_bytes_per_s)
+    comm: str = "gloo"  # "gloo": real processes; "sim": SimComm logical ranks in one process
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, minimum=1)
@@ -48,6 +52,10 @@ class RunSpec:
             object.__setattr__(self, "optimizer", resolve_optimizer(self.algorithm, self.optimizer))
         elif self.optimizer is None:
             raise ValueError("optimizer is required (--optimizer on the command line), e.g. 'adam'")
+        if self.comm not in COMMS:
+            raise ValueError(f"comm must be one of {', '.join(COMMS)}, got {self.comm!r}")
+        if self.comm == "sim" and self.algorithm is None:
+            raise ValueError("comm='sim' needs an algorithm (e.g. 'data-parallel')")
         if self.network is not None:
             object.__setattr__(self, "network", tuple(self.network))
         if not self.label:
@@ -63,7 +71,10 @@ class RunSpec:
         return self.seed + 1_000_003
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["comm"] == "gloo":  # the default is left out, so older records keep their run ids
+            del out["comm"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:

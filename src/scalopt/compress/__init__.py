@@ -5,14 +5,17 @@ Every compressor: ``payload = c.compress(x)``, ``c.decompress(payload)`` (a tens
 known from d alone). ``to_bytes`` / ``from_bytes`` move a payload through one uint8 buffer.
 
 - ``Identity``: no compression (d values).
-- ``ScaledSign``: mean magnitude × sign, 1 bit per entry + one scale (contractive, biased).
+- ``ScaledSign(scale="l1" | "rms", block_size=None)``: scale × sign, 1 bit per entry + one scale
+  per tensor or per block; the mean magnitude (ℓ1, contractive) or the RMS (1-bit Adam's, keeps the
+  norm). Biased either way.
 - ``TopK(ratio)``: the largest k magnitudes + int32 indices (contractive, biased).
 - ``RandomK(ratio, generator)``: k random entries (scaled d/k: unbiased) + one seed.
 - ``QSGD(levels, generator)``: stochastic rounding to ``levels`` levels per bucket (unbiased).
 - ``ErrorFeedback(c)`` / ``error_feedback(c, x, e)``: e ← x + e − Q(x + e).
 
 ``build(spec, seed=0)`` makes one from plain data, for benchmarks: a name from ``COMPRESSORS``
-(``"scaled-sign"``) or a dict ``{"name": "top-k", "ratio": 0.01}``; stochastic compressors get a
+(``"scaled-sign"``) or a dict ``{"name": "top-k", "ratio": 0.01}``, ``{"name": "scaled-sign",
+"scale": "rms"}``; stochastic compressors get a
 generator seeded with ``spec.get("seed", 0) + seed``. Nothing here imports ``torch.distributed``.
 """
 

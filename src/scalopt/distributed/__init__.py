@@ -7,7 +7,8 @@ Comms: ``TorchComm`` (a real process group: under ``torchrun`` call
 network. The ``Comm`` protocol itself lives in ``scalopt.core.comm``.
 
 Algorithms (real ``torch.optim.Optimizer`` wrappers): ``DataParallelOptimizer``, ``LocalSGD``,
-``CELGC``, ``OverlapLocalSGD``, ``EfficientAdam`` (compressed Adam steps both ways, error feedback);
+``CELGC``, ``OverlapLocalSGD``, ``EfficientAdam`` (compressed Adam steps both ways, error feedback),
+``OneBitAdam`` (fp32 Adam warm-up, then a 1-bit momentum all-reduce under frozen v);
 ``hogwild`` (lock-free shared-memory workers). ``compression_hook(compressor)``: a DDP comm hook
 with error feedback (``counted_powersgd_hook``: torch's PowerSGD, counted). Checkpoints:
 ``save_checkpoint`` / ``load_checkpoint`` (per-rank shards plus a manifest).
@@ -22,6 +23,7 @@ from scalopt.distributed.efficient_adam import EfficientAdam
 from scalopt.distributed.hogwild import Diminishing, HogwildResult, hogwild
 from scalopt.distributed.launcher import LaunchError, launch
 from scalopt.distributed.local_sgd import LocalSGD
+from scalopt.distributed.onebit_adam import OneBitAdam
 from scalopt.distributed.overlap import OverlapLocalSGD
 from scalopt.distributed.sim_comm import CollectiveMismatch, RankError, SimAbort, SimComm, SimRankComm
 from scalopt.distributed.torch_comm import CommError, TorchComm
@@ -44,6 +46,7 @@ __all__ = [
     "LocalSGD",
     "ModelVector",
     "NetworkModel",
+    "OneBitAdam",
     "OverlapLocalSGD",
     "RankError",
     "SimAbort",

@@ -31,7 +31,7 @@ from torch import nn
 
 from scalopt.core.comm import Comm
 from scalopt.core.validate import check_bool
-from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector, floating_buffers, grads_finite
+from scalopt.distributed.wrapper import DistributedOptimizer, floating_buffers
 
 
 class DataParallelOptimizer(DistributedOptimizer):
@@ -59,19 +59,11 @@ class DataParallelOptimizer(DistributedOptimizer):
         grads = self.grads()
         if grads:
             buffers = floating_buffers(self.module) if self.average_buffers else []
-            vec = ModelVector(grads + buffers)
-            flats = vec.gather()
-            for flat in flats:
-                self.comm.all_reduce(flat, "mean", deterministic=self.deterministic)
+            averaged = self.average(grads + buffers)
             self.comm.mark_round()
             self.counters["syncs"] += 1
-            if not all(bool(torch.isfinite(f).all()) for f in flats):
-                local = (
-                    "this rank's own gradient was finite" if grads_finite(grads) else "including this rank"
-                )
-                if not self.nonfinite_outcome([-1], f" (the averaged gradient is non-finite; {local})"):
-                    return loss
-            vec.scatter(flats)
+            if not averaged:
+                return loss
         self.optimizer.step()
         self.counters["steps"] += 1
         return loss

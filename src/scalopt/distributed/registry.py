@@ -3,13 +3,16 @@
 Each entry builds the algorithm's optimizer on one rank from the model, the inner optimizer (a
 registry name with its hyperparameters) and the algorithm's own arguments (e.g. ``period``).
 
-Three algorithms are optimizers themselves (``OWN_OPTIMIZER``): they take the hyperparameters of one
+Four algorithms are optimizers themselves (``OWN_OPTIMIZER``): they take the hyperparameters of one
 fixed optimizer and no inner optimizer. Their optimizer name is left out (None) or is that optimizer's
 name; any other name raises ``ValueError`` instead of being ignored. ``celgc`` is LocalSGD over
 ClippedSGD: it takes the clipped-SGD hyperparameters (lr, max_norm, momentum); ``efficient-adam`` takes
 GenericAdam's hyperparameters (schedules as ``scalopt.schedules.to_dict`` data) and, as algorithm
 arguments, ``compressor`` / ``server_compressor`` (a ``scalopt.compress.build`` spec: ``"scaled-sign"``
 or ``{"name": "top-k", "ratio": 0.01}``; stochastic ones are seeded per rank) and ``warmup_steps``.
+``onebit-adam`` takes Adam's hyperparameters (lr, betas, eps, weight_decay) and, as algorithm
+arguments, ``freeze_step``, ``bias_correction``, ``compressor`` / ``server_compressor`` (specs as
+above; None: the RMS-scaled sign, ``{"name": "scaled-sign", "scale": "rms"}``) and ``momentum_mask``.
 
 ``ddp-compression`` and ``ddp-powersgd`` wrap the model in ``DistributedDataParallel`` with a comm
 hook (scalopt's ``compression_hook`` with a ``compressor`` spec and ``warmup_iters``; torch's
@@ -43,6 +46,7 @@ from scalopt.distributed.compression_hook import CompressionHook, compression_ho
 from scalopt.distributed.data_parallel import DataParallelOptimizer
 from scalopt.distributed.efficient_adam import EfficientAdam
 from scalopt.distributed.local_sgd import LocalSGD
+from scalopt.distributed.onebit_adam import OneBitAdam
 from scalopt.distributed.overlap import OverlapLocalSGD
 from scalopt.optim import registry as optimizers
 from scalopt.optim.shampoo import Shampoo
@@ -96,6 +100,20 @@ def _efficient_adam(
     )
 
 
+def _onebit_adam(model, optimizer, hparams, comm, *, compressor=None, server_compressor=None, **args):
+    n, r = comm.world_size, comm.rank
+    server = None if server_compressor is None else compress.build(server_compressor, seed=n + r)
+    return OneBitAdam(
+        model.named_parameters(),
+        comm=comm,
+        module=model,
+        compressor=None if compressor is None else compress.build(compressor, seed=r),
+        server_compressor=server,
+        **hparams,
+        **args,
+    )
+
+
 def _ddp(model: torch.nn.Module, state: Any, hook: Any) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
@@ -141,6 +159,7 @@ ALGORITHMS: dict[str, Builder] = {
     "celgc": _celgc,
     "overlap-local-sgd": _overlap,
     "efficient-adam": _efficient_adam,
+    "onebit-adam": _onebit_adam,
     "ddp-compression": _ddp_compression,
     "ddp-powersgd": _ddp_powersgd,
     "shampoo-sharded": _shampoo_sharded,
@@ -151,6 +170,7 @@ ALGORITHMS: dict[str, Builder] = {
 OWN_OPTIMIZER: dict[str, str] = {
     "celgc": "clipped-sgd",
     "efficient-adam": "generic-adam",
+    "onebit-adam": "adam",
     "shampoo-sharded": "shampoo",
 }
 

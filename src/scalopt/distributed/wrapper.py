@@ -173,6 +173,23 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self.comm.broadcast(flat, src=0)
         vec.scatter(flats)
 
+    def average(self, tensors: list[torch.Tensor]) -> bool:
+        """Replace ``tensors`` (the gradients, maybe buffers) by their mean over ranks, one all-reduce
+        per dtype. A non-finite mean goes to the non-finite policy: raise, or False (skip; the tensors
+        keep this rank's values). Every rank sees the same mean, so every rank decides alike."""
+        vec = ModelVector(tensors)
+        flats = vec.gather()
+        for flat in flats:
+            self.comm.all_reduce(flat, "mean", deterministic=self.deterministic)
+        if not all(bool(torch.isfinite(f).all()) for f in flats):
+            local = (
+                "this rank's own gradient was finite" if grads_finite(self.grads()) else "including this rank"
+            )
+            if not self.nonfinite_outcome([-1], f" (the averaged gradient is non-finite; {local})"):
+                return False
+        vec.scatter(flats)
+        return True
+
     def agree_finite(self, grads: list[torch.Tensor] | None = None) -> bool:
         """All ranks learn whether any rank's gradient is non-finite; False means skip this step."""
         local_bad = not grads_finite(self.grads() if grads is None else grads)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from scalopt.bench.spec import config_id
 from scalopt.report.figures import loss_figure
+from scalopt.report.frontier import frontier_figure
 from scalopt.report.markdown import document
 from scalopt.report.summary import group_runs, load_runs
 
@@ -33,6 +34,9 @@ def render(out_dir: str | Path) -> Path:
             path = loss_figure(groups, workload, axis, out_dir / f"{workload}_loss_vs_{axis}.png")
             if path is not None:
                 figures.setdefault(workload, []).append(path)
+        path = frontier_figure(groups, workload, out_dir / f"{workload}_loss_vs_bytes_per_step.png")
+        if path is not None:
+            figures.setdefault(workload, []).append(path)
     report = out_dir / REPORT
     report.write_text(document(suite, groups, runs, figures))
     return report

@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from scalopt.report.frontier import frontier_table
 from scalopt.report.summary import BASELINE, WARMUP_STEPS, Group, Run, baseline_step_time
 
 
@@ -139,6 +140,17 @@ def document(
         ]
         out += table(groups, workload)
         out.append("")
+        front = frontier_table(groups, workload)
+        if front:
+            out += (
+                [
+                    "Bytes vs loss (final eval loss against bytes per step per rank; ✓ = on the Pareto front "
+                    "of its worker count):",
+                    "",
+                ]
+                + front
+                + [""]
+            )
         for path in figures.get(workload, []):
             out.append(f"![{path.stem}]({path.name})")
         out.append("")

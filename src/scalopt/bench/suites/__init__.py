@@ -20,7 +20,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
     "quick": ("core", "quick", "seconds: a tiny end-to-end check"),
     "shampoo": ("shampoo", "shampoo", "Shampoo vs AdamW on stdlib-lm and digits, with a learning-rate sweep"),
     "distributed": ("distributed", "distributed", "sync clipped SGD, CELGC, Overlap Local-SGD, DP Adam"),
-    "compression": ("compression", "compression", "Efficient-Adam and DDP hooks vs fp32 all-reduce"),
+    "compression": ("compression", "compression", "loss vs bytes: Efficient-Adam, 1-bit Adam, PowerSGD"),
     "curvature": (
         "curvature",
         "curvature",
