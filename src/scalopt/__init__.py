@@ -20,6 +20,7 @@ _EXPORTS: dict[str, str] = {
     "GeneralizedSignSGD": "scalopt.optim",
     "GenericAdam": "scalopt.optim",
     "HVPRVR": "scalopt.optim",
+    "MLBFGS": "scalopt.optim",
     "NormalizedSGD": "scalopt.optim",
     "OASIS": "scalopt.optim",
     "Shampoo": "scalopt.optim",

@@ -4,6 +4,7 @@ from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
 from scalopt.optim.hvp_rvr import HVPRVR
+from scalopt.optim.mlbfgs import MLBFGS
 from scalopt.optim.normalized_sgd import NormalizedSGD
 from scalopt.optim.oasis import OASIS
 from scalopt.optim.shampoo import RootFailureError, Shampoo
@@ -15,6 +16,7 @@ __all__ = [
     "GeneralizedSignSGD",
     "GenericAdam",
     "HVPRVR",
+    "MLBFGS",
     "NormalizedSGD",
     "OASIS",
     "RootFailureError",

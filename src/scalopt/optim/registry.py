@@ -25,6 +25,7 @@ from scalopt.optim.clipped_sgd import ClippedSGD
 from scalopt.optim.generalized_signsgd import GeneralizedSignSGD
 from scalopt.optim.generic_adam import Adam, AdamW, GenericAdam
 from scalopt.optim.hvp_rvr import HVPRVR
+from scalopt.optim.mlbfgs import MLBFGS
 from scalopt.optim.normalized_sgd import NormalizedSGD
 from scalopt.optim.oasis import OASIS
 from scalopt.optim.shampoo import Shampoo
@@ -138,6 +139,13 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "second-order",
             "HVP recursive variance reduction: g_t = g_{t-1} + HVP along the step, random resets",
             {"lr": 1e-2, "reset_prob": 0.2, "reset_batches": 2},
+        ),
+        OptimizerEntry(
+            "mlbfgs",
+            MLBFGS,
+            "second-order",
+            "mL-BFGS: block-wise momentum L-BFGS, normalised direction through SGD momentum",
+            {"lr": 1e-2, "update_freq": 2, "history": 3},
         ),
     ]
 }

@@ -1,8 +1,10 @@
 """Sharding work over ranks: cost-balanced assignment of items, and the all-gather of their results.
 
-An optimizer that splits its per-item work (Shampoo's blocks, an mL-BFGS per-parameter history)
-over N ranks does the same two things:
+An optimizer that splits its per-item work (Shampoo's blocks, mL-BFGS's block histories) over N
+ranks on data-parallel gradients does the same three things:
 
+    average  G ← (1/N)·Σ_r G_r for every gradient: one deterministic all-reduce (summed in rank
+             order 0..N−1) per dtype, so every rank holds bitwise the same averaged gradients
     assign   owner(i) ∈ {0, …, N−1} for every item i, balancing Σ_{owner(i)=r} cost(i) over r
     gather   every rank computes the result of the items it owns; one all-gather per dtype gives
              every rank the results of all items (each rank's share flattened in item order,
@@ -12,7 +14,7 @@ over N ranks does the same two things:
 anomalies", SIAM J. Appl. Math. 17(2)): items sorted by cost descending (ties: lower index first),
 each given to the least-loaded rank so far (ties: lowest rank). Its makespan is at most 4/3 − 1/(3N)
 times the optimum. The costs are whatever the caller balances: Shampoo uses the state size of a
-block (2·Σ d_i² + numel), mL-BFGS would use history length × numel. The assignment depends only on
+block (2·Σ d_i² + numel), mL-BFGS history length × numel. The assignment depends only on
 the costs, so every rank computes the same one without communicating.
 
 ``all_gather_owned`` is deterministic: the order of items within a rank's share, and of ranks in
@@ -72,6 +74,29 @@ def all_gather_owned(
             for i, part in zip(items, parts):
                 out[i] = part.view(shapes[i])
     return out
+
+
+def average_gradients(comm: Any, found: list[Any]) -> list[Any]:
+    """Every gradient replaced by its average over ranks (``p.grad`` itself is left as it is).
+
+    ``found``: (group, indices, params, grads) per param group, as ``grads_by_group`` gives. One
+    deterministic all-reduce per dtype; marks one round (data-parallel methods synchronise once a step)."""
+    if comm.world_size == 1 or not found:
+        return found
+    grads = [g for _, _, _, gs in found for g in gs]
+    out: list[torch.Tensor | None] = [None] * len(grads)
+    for dtype in dict.fromkeys(g.dtype for g in grads):
+        idx = [i for i, g in enumerate(grads) if g.dtype == dtype]
+        flat = torch.cat([grads[i].reshape(-1) for i in idx])
+        comm.all_reduce(flat, "mean", deterministic=True)
+        for i, part in zip(idx, flat.split([grads[i].numel() for i in idx])):
+            out[i] = part.view(grads[i].shape)
+    comm.mark_round()
+    averaged, k = [], 0
+    for group, indices, params, gs in found:
+        averaged.append((group, indices, params, out[k : k + len(gs)]))
+        k += len(gs)
+    return averaged
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from scalopt.optim.shampoo.plan import ItemLayout
-from scalopt.optim.sharding import all_gather_owned
+from scalopt.optim.sharding import all_gather_owned, average_gradients
 
 
 class DistributedStep:
@@ -37,25 +37,8 @@ class DistributedStep:
         self.comm = comm
 
     def average(self, found: list[Any]) -> list[Any]:
-        """Replace every gradient by its average over ranks (p.grad itself is left as it is).
-
-        ``found``: (group, indices, params, grads) per param group, as ``grads_by_group`` gives."""
-        if self.comm.world_size == 1 or not found:
-            return found
-        grads = [g for _, _, _, gs in found for g in gs]
-        out: list[torch.Tensor | None] = [None] * len(grads)
-        for dtype in dict.fromkeys(g.dtype for g in grads):
-            idx = [i for i, g in enumerate(grads) if g.dtype == dtype]
-            flat = torch.cat([grads[i].reshape(-1) for i in idx])
-            self.comm.all_reduce(flat, "mean", deterministic=True)
-            for i, part in zip(idx, flat.split([grads[i].numel() for i in idx])):
-                out[i] = part.view(grads[i].shape)
-        self.comm.mark_round()  # data-parallel Shampoo synchronizes once every step
-        averaged, k = [], 0
-        for group, indices, params, gs in found:
-            averaged.append((group, indices, params, out[k : k + len(gs)]))
-            k += len(gs)
-        return averaged
+        """Replace every gradient by its average over ranks (``sharding.average_gradients``)."""
+        return average_gradients(self.comm, found)
 
     def share(self, layout: ItemLayout, sources: list[torch.Tensor | None]) -> list[torch.Tensor]:
         """All-gather the directions of every rank's items; returns them for all items."""
