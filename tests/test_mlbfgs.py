@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import scalopt
-from scalopt.linalg import damp_pair, two_loop
 from reference.mlbfgs_ref import damp, dense_inverse_bfgs, mlbfgs
+from scalopt.linalg import damp_pair, two_loop
 
 SHAPES = [(4, 3), (3,), (2, 2, 2), ()]
 KW = dict(lr=0.05, momentum=0.5, weight_decay=0.01, update_freq=2, history=3, betas=(0.9, 0.95),

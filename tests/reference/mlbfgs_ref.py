@@ -82,8 +82,10 @@ def mlbfgs(
             dirs.append(dense_inverse_bfgs(fifo[k]) @ qb if fifo[k] else qb)
         d = [qi.copy() for qi in q]
         if any(fifo):
-            norm = np.sqrt(sum(v @ v for v in dirs) + sum(q[i].ravel() @ q[i].ravel() for i in range(len(xs))
-                                                          if i not in blocked))
+            norm = np.sqrt(
+                sum(v @ v for v in dirs)
+                + sum(q[i].ravel() @ q[i].ravel() for i in range(len(xs)) if i not in blocked)
+            )
             dirs = [v / norm for v in dirs]
             d = [qi / norm for qi in q]
         for k, b in enumerate(blocks):
