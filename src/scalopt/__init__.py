@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "NormalizedSGD": "scalopt.optim",
     "OASIS": "scalopt.optim",
     "Shampoo": "scalopt.optim",
+    "TRAdam": "scalopt.optim",
+    "TRSGD": "scalopt.optim",
 }
 
 # subpackages reachable as attributes of ``scalopt`` (``scalopt.distributed`` etc.)

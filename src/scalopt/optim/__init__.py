@@ -8,6 +8,7 @@ from scalopt.optim.mlbfgs import MLBFGS
 from scalopt.optim.normalized_sgd import NormalizedSGD
 from scalopt.optim.oasis import OASIS
 from scalopt.optim.shampoo import RootFailureError, Shampoo
+from scalopt.optim.trsgd import TRSGD, TRAdam
 
 __all__ = [
     "Adam",
@@ -21,4 +22,6 @@ __all__ = [
     "OASIS",
     "RootFailureError",
     "Shampoo",
+    "TRAdam",
+    "TRSGD",
 ]

@@ -29,6 +29,7 @@ from scalopt.optim.mlbfgs import MLBFGS
 from scalopt.optim.normalized_sgd import NormalizedSGD
 from scalopt.optim.oasis import OASIS
 from scalopt.optim.shampoo import Shampoo
+from scalopt.optim.trsgd import TRSGD, TRAdam
 
 
 def _generic_adam(params: Iterable[Any], **kwargs: Any) -> GenericAdam:
@@ -146,6 +147,20 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "second-order",
             "mL-BFGS: block-wise momentum L-BFGS, normalised direction through SGD momentum",
             {"lr": 1e-2, "update_freq": 2, "history": 3},
+        ),
+        OptimizerEntry(
+            "trsgd",
+            TRSGD,
+            "proximal",
+            "TRSGD: heavy-ball SGD with a periodic proximal anchor and sawtooth step sizes",
+            {"lr": 1e-2, "period": 3, "prox_weight": 1e-3},
+        ),
+        OptimizerEntry(
+            "tradam",
+            TRAdam,
+            "proximal",
+            "TRAdam: Adam with a periodic proximal anchor and sawtooth step sizes",
+            {"lr": 1e-2, "period": 3, "prox_weight": 1e-3},
         ),
     ]
 }

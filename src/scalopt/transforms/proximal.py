@@ -1,0 +1,72 @@
+"""``add_proximal_pull`` and ``scale_by_sawtooth``: the proximal small-batch method's two pieces.
+
+With S = the group's ``period``, s = (t − 1) mod S the inner step of a parameter at its 1-based step
+t, λ_w = the group's ``prox_weight`` and η = the group's current ``lr``:
+
+    add_proximal_pull:   if s = 0:  x̃ ← x          (the anchor; kept only when S > 1)
+                         u ← u + 2·(λ_w/η)·(x − x̃)   (the gradient of (λ_w/η)·‖x − x̃‖²)
+    scale_by_sawtooth:   u ← u/(s + 1)              (step sizes η, η/2, …, η/S, then again η)
+
+At s = 0 the anchor has just been set, so the pull is exactly zero and is skipped; with S = 1 both
+transforms do nothing. A group with η = 0 takes no step; its pull is skipped too (λ_w/η is
+undefined there). Reference: Y. Zhang, H. Qu, C. Chen, D. Metaxas, "Taming the Noisy Gradient:
+Train Deep Neural Networks with Small Batch Sizes", IJCAI 2019, doi 10.24963/ijcai.2019/604.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from scalopt.core.chain import GroupBatch, StepContext
+
+
+def inner_steps(b: GroupBatch) -> list[int]:
+    """s = (t − 1) mod S for each parameter of the batch (t: its step, already counted)."""
+    period = b.group["period"]
+    return [(s["step"] - 1) % period for s in b.states]
+
+
+class add_proximal_pull:  # noqa: N801 - transforms are verbs
+    def init(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
+        for b in batches:
+            if b.group["period"] == 1:
+                continue
+            inner = inner_steps(b)
+            for s, x, k in zip(b.states, b.params, inner):
+                if k == 0:
+                    if "anchor" in s:
+                        s["anchor"].copy_(x)
+                    else:
+                        s["anchor"] = x.clone(memory_format=torch.preserve_format)
+            lr, weight = b.group["lr"], b.group["prox_weight"]
+            pull = [i for i, k in enumerate(inner) if k > 0]
+            if weight == 0 or lr == 0 or not pull:
+                continue
+            diffs = torch._foreach_sub([b.params[i] for i in pull], [b.states[i]["anchor"] for i in pull])
+            coef = 2.0 * weight / lr
+            if len(pull) == len(inner):
+                b.add(diffs, alpha=coef)
+            else:  # parameters added later run on their own cycle
+                full = [torch.zeros_like(x) for x in b.params]
+                for i, d in zip(pull, diffs):
+                    full[i] = d
+                b.add(full, alpha=coef)
+
+
+class scale_by_sawtooth:  # noqa: N801 - transforms are verbs
+    def init(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
+        for b in batches:
+            if b.group["period"] == 1:
+                continue
+            inner = inner_steps(b)
+            ctx.optimizer.record("inner_step", inner[0])
+            if any(inner):
+                b.scale([1.0 / (k + 1) for k in inner])
