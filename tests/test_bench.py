@@ -202,7 +202,12 @@ def test_ctrl_c_keeps_finished_runs_and_resume_finishes(tmp_path, monkeypatch, c
 
 def test_algorithms_that_are_optimizers_take_no_other_optimizer(capsys):
     base = dict(workload="digits", steps=4, workers=2)
-    owns = [("celgc", "clipped-sgd"), ("efficient-adam", "generic-adam"), ("shampoo-sharded", "shampoo")]
+    owns = [
+        ("celgc", "clipped-sgd"),
+        ("efficient-adam", "generic-adam"),
+        ("shampoo-sharded", "shampoo"),
+        ("mlbfgs-sharded", "mlbfgs"),
+    ]
     for algorithm, own in owns:
         assert RunSpec(algorithm=algorithm, **base).optimizer == own  # left out: the algorithm's own
         assert RunSpec(algorithm=algorithm, optimizer=own, **base).optimizer == own  # records round trip

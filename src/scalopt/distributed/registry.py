@@ -3,7 +3,7 @@
 Each entry builds the algorithm's optimizer on one rank from the model, the inner optimizer (a
 registry name with its hyperparameters) and the algorithm's own arguments (e.g. ``period``).
 
-Four algorithms are optimizers themselves (``OWN_OPTIMIZER``): they take the hyperparameters of one
+Five algorithms are optimizers themselves (``OWN_OPTIMIZER``): they take the hyperparameters of one
 fixed optimizer and no inner optimizer. Their optimizer name is left out (None) or is that optimizer's
 name; any other name raises ``ValueError`` instead of being ignored. ``celgc`` is LocalSGD over
 ClippedSGD: it takes the clipped-SGD hyperparameters (lr, max_norm, momentum); ``efficient-adam`` takes
@@ -23,7 +23,8 @@ travels in the optimizer's ``state_dict`` (under ``"ddp_hook"``); PowerSGD's doe
 
 ``shampoo-sharded`` is ``Shampoo(comm=comm)`` itself, with Shampoo's hyperparameters: it averages the
 gradients over ranks, shards the blocks (statistics, roots) by LPT and all-gathers the directions; no
-data-parallel wrapper, which would average twice.
+data-parallel wrapper, which would average twice. ``mlbfgs-sharded`` is ``MLBFGS(comm=comm)`` the same
+way: averaged gradients, block histories owned by ranks (LPT), one all-gather of the directions.
 
 ``arguments(name)`` lists the keywords an algorithm accepts (``--algorithm-set``) with their
 defaults, read from the signature of what its builder passes them to (``ARGUMENT_SOURCES``; by
@@ -49,6 +50,7 @@ from scalopt.distributed.local_sgd import LocalSGD
 from scalopt.distributed.onebit_adam import OneBitAdam
 from scalopt.distributed.overlap import OverlapLocalSGD
 from scalopt.optim import registry as optimizers
+from scalopt.optim.mlbfgs import MLBFGS
 from scalopt.optim.shampoo import Shampoo
 
 Built = torch.optim.Optimizer | tuple[torch.optim.Optimizer, torch.nn.Module]
@@ -78,6 +80,10 @@ def _celgc(model, optimizer, hparams, comm, **args):
 
 def _shampoo_sharded(model, optimizer, hparams, comm, **args):
     return Shampoo(model.named_parameters(), comm=comm, **hparams, **args)
+
+
+def _mlbfgs_sharded(model, optimizer, hparams, comm, **args):
+    return MLBFGS(model.named_parameters(), comm=comm, **hparams, **args)
 
 
 def _efficient_adam(
@@ -163,6 +169,7 @@ ALGORITHMS: dict[str, Builder] = {
     "ddp-compression": _ddp_compression,
     "ddp-powersgd": _ddp_powersgd,
     "shampoo-sharded": _shampoo_sharded,
+    "mlbfgs-sharded": _mlbfgs_sharded,
 }
 
 
@@ -172,6 +179,7 @@ OWN_OPTIMIZER: dict[str, str] = {
     "efficient-adam": "generic-adam",
     "onebit-adam": "adam",
     "shampoo-sharded": "shampoo",
+    "mlbfgs-sharded": "mlbfgs",
 }
 
 #: what a builder passes its ``**args`` to (the signature ``arguments`` reads), where it has them
@@ -182,6 +190,7 @@ ARGUMENT_SOURCES: dict[str, Callable[..., Any]] = {
     "overlap-local-sgd": OverlapLocalSGD,
     "efficient-adam": EfficientAdam,
     "shampoo-sharded": Shampoo,
+    "mlbfgs-sharded": MLBFGS,
 }
 
 #: keywords every builder fills in itself (never an algorithm argument)
