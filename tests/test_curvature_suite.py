@@ -37,3 +37,13 @@ def test_report_compares_whole_iterations_and_counts_hvps(tmp_path):
     assert "fwd+bwd+step / torch-adamw" in report and "HVPs/step" in report
     oasis_row = next(line for line in report.splitlines() if line.startswith("| oasis"))
     assert "| 1.50 |" in oasis_row  # HVPs per step: (4 at step 0 + 1 per later step) / 6 steps
+
+
+def test_suite_has_mlbfgs_sharded_trsgd_tradam_and_shampoo():
+    specs = get("curvature")(1)
+    assert {m.optimizer for m in METHODS} >= {"mlbfgs", "trsgd", "tradam", "shampoo"}
+    sharded = [s for s in specs if s.workers > 1]
+    assert {s.workload for s in sharded} == set(STEPS)
+    assert all(
+        s.algorithm == "mlbfgs-sharded" and s.optimizer == "mlbfgs" and "2x data" in s.label for s in sharded
+    )

@@ -322,8 +322,9 @@ class _PoisonedWorkload(_CrashingWorkload):
         return value
 
 
-def test_loop_records_a_closure_optimizer_that_raises_as_diverged(tmp_path):
-    spec = RunSpec(workload="quadratic", optimizer="hvp-rvr", hparams={"lr": 0.05}, steps=30, eval_every=10)
+@pytest.mark.parametrize("optimizer", ["hvp-rvr", "trsgd"], ids=["closure", "plain"])
+def test_loop_records_an_optimizer_that_raises_as_diverged(tmp_path, optimizer):
+    spec = RunSpec(workload="quadratic", optimizer=optimizer, hparams={"lr": 0.05}, steps=30, eval_every=10)
     poisoned = _PoisonedWorkload(workloads.get("quadratic"), crash_at=12)
     header = train_run(spec, tmp_path, progress=False, workload=poisoned)
     assert header["diverged"] and "non-finite gradient in x" in header["nonfinite"]

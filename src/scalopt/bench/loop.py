@@ -9,9 +9,9 @@
             evaluate every ``eval_every`` steps and at the end; checkpoint every ``checkpoint_every``
 
 Each row has step_time (opt.step() alone; for closure optimizers it contains their forward and
-backward passes) and iter_time (forward + backward + step, comparable across both kinds). A closure
-optimizer that raises FloatingPointError (its gradients or products overflowed) ends the run as
-diverged, like a non-finite loss.
+backward passes) and iter_time (forward + backward + step, comparable across both kinds). An
+optimizer that raises FloatingPointError (scalopt's non-finite policy: its gradients or products
+overflowed) ends the run as diverged, like a non-finite loss.
 
 A checkpoint holds the model, the optimizer, the data generator's state (the data position), the
 step and the elapsed wall time; resuming from it continues exactly as the uninterrupted run would
@@ -181,7 +181,11 @@ def _train(
                 loss = wl.loss(forward_model, batch)
                 loss.backward()
                 t0 = time.perf_counter()
-                opt.step()
+                try:
+                    opt.step()
+                except FloatingPointError as err:  # a non-finite gradient (nonfinite="raise"): diverged
+                    header["nonfinite"] = str(err)
+                    loss = torch.tensor(math.nan)
             else:  # the optimizer evaluates (and differentiates) the loss itself
                 t0 = t_iter
                 try:

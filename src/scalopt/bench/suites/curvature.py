@@ -1,4 +1,4 @@
-"""The curvature suite: methods that use second-order information against AdamW and SGD + momentum.
+"""The curvature suite: second-order and proximal methods against AdamW and SGD + momentum.
 
     scalopt bench --suite curvature --seeds 1 --out runs/curvature
 
@@ -14,7 +14,16 @@ same steps for everyone, constant learning rates, no weight decay:
   Hessian-vector products per step.
 
 Adding a method is one ``Method`` entry: registry name, label, sweep and best lr per workload, fixed
-hyperparameters. ``TARGETS``: torch AdamW's final eval loss at its best lr (seed 0).
+hyperparameters, and (``run``) RunSpec fields such as ``workers`` and ``algorithm`` for a method that
+runs over several ranks. ``TARGETS``: torch AdamW's final eval loss at its best lr (seed 0).
+
+Methods: OASIS and HVP-RVR (Hessian-vector products through the closure protocol); mL-BFGS with
+``update_freq`` 10 (pairs from step 20 on; its default 50 would leave 150 steps mostly in the SGD
+warm-up), else its defaults; mL-BFGS at its best lr also with its block histories sharded over 2
+ranks (``mlbfgs-sharded``: real gloo processes; each rank draws its own batch and the gradients are
+averaged, so that run sees 2× the data per step — its label says so); TRSGD / TRAdam with their
+defaults (period 10, prox_weight 0.1·lr, momentum 0.9); Shampoo (the second-order reference) with
+its defaults (precondition_frequency 20, Adam grafting).
 
 Plain SGD (no momentum) runs beside SGD + momentum because HVP-RVR is plain SGD on its estimate
 (with reset_prob = 1 it is minibatch SGD on reset_batches batches).
@@ -46,6 +55,7 @@ class Method:
     sweep: dict[str, tuple[float, ...]]  # workload -> learning rates run at seed 0
     best: dict[str, float]  # workload -> the best swept lr (seed 0), the one run at seeds >= 1
     hparams: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)  # extra RunSpec fields (workers, algorithm)
 
 
 #: best lr: lowest final eval loss of the seed-0 sweep
@@ -86,6 +96,39 @@ METHODS: list[Method] = [
         {"digits": 0.1, "stdlib-lm": 0.1},
         {"reset_prob": 0.3, "reset_batches": 2},
     ),
+    Method(
+        "mlbfgs",
+        "mL-BFGS T=10",
+        {"digits": (0.03, 0.1, 0.3), "stdlib-lm": (0.1, 0.3, 1.0)},
+        {"digits": 0.1, "stdlib-lm": 0.3},
+        {"update_freq": 10},
+    ),
+    Method(
+        "mlbfgs",
+        "mL-BFGS T=10 sharded, 2 ranks (2x data/step)",
+        {"digits": (0.1,), "stdlib-lm": (0.1,)},
+        {"digits": 0.1, "stdlib-lm": 0.1},
+        {"update_freq": 10},
+        {"workers": 2, "algorithm": "mlbfgs-sharded"},
+    ),
+    Method(
+        "trsgd",
+        "TRSGD S=10",
+        {"digits": (0.1, 0.3, 1.0), "stdlib-lm": (0.3, 1.0, 3.0)},
+        {"digits": 0.3, "stdlib-lm": 1.0},
+    ),
+    Method(
+        "tradam",
+        "TRAdam S=10",
+        {"digits": (0.01, 0.03, 0.1), "stdlib-lm": (3e-3, 1e-2, 3e-2)},
+        {"digits": 0.03, "stdlib-lm": 1e-2},
+    ),
+    Method(
+        "shampoo",
+        "Shampoo",
+        {"digits": (3e-3, 1e-2, 3e-2), "stdlib-lm": (1e-3, 3e-3, 1e-2)},
+        {"digits": 1e-2, "stdlib-lm": 3e-3},
+    ),
 ]
 
 
@@ -100,6 +143,7 @@ def _spec(workload: str, method: Method, lr: float, seed: int) -> RunSpec:
         seed=seed,
         eval_every=EVAL_EVERY[workload],
         target_loss=TARGETS[workload],
+        **method.run,
     )
 
 
