@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -225,3 +226,12 @@ def test_algorithms_that_are_optimizers_take_no_other_optimizer(capsys):
     assert "--algorithm celgc is an optimizer itself (clipped-sgd): drop --optimizer" in err
     assert main(["train", "--algorithm", "local-sgd", "--workers", "2"]) == 2
     assert "wraps an inner optimizer" in capsys.readouterr().err
+
+
+def test_resumed_suite_reads_a_diverged_run_back_as_a_float(tmp_path):
+    spec = RunSpec(workload="quadratic", optimizer="torch-sgd", hparams={"lr": 1e6}, steps=50, eval_every=50)
+    first = run_specs([spec], tmp_path, progress=False, checkpoint_every=None, log=lambda *_: None)
+    again = run_specs([spec], tmp_path, progress=False, checkpoint_every=None, log=lambda *_: None)
+    assert first[0].get("diverged") and again[0].get("diverged")
+    final = again[0]["final"]["eval_loss"]
+    assert isinstance(final, float) and not math.isfinite(final)  # a float again, not "nan"/"inf"

@@ -114,7 +114,16 @@ def write_header(run_dir: Path, header: dict[str, Any]) -> None:
 
 
 def read_header(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / HEADER).read_text())
+    """The header as written, with the "nan"/"inf" strings of its numbers turned back into floats."""
+    return _restore(json.loads((run_dir / HEADER).read_text()))
+
+
+def _restore(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return _float(value)
 
 
 class RowWriter:
