@@ -123,8 +123,8 @@ METHODS: list[Method] = [
     Method(
         "trsgd",
         "TRSGD S=10",
-        {"digits": (0.1, 0.3, 1.0), "stdlib-lm": (0.1, 0.3, 1.0)},
-        {"digits": 0.3, "stdlib-lm": 0.3},
+        {"digits": (0.1, 0.3, 1.0), "stdlib-lm": (0.03, 0.1, 0.3)},
+        {"digits": 0.3, "stdlib-lm": 0.1},
     ),
     Method(
         "tradam",
