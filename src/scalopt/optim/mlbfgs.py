@@ -70,9 +70,11 @@ import torch
 
 from scalopt.core.base import ScaloptOptimizer, call_closure
 from scalopt.core.comm import check_comm
-from scalopt.core.validate import check_betas, check_int, check_interval, check_nonnegative
+from scalopt.core.validate import check_betas, check_int, check_interval, check_lr, check_nonnegative
 from scalopt.linalg.lbfgs import damp_pair, two_loop
 from scalopt.optim.sharding import all_gather_owned, assign_lpt, average_gradients
+from scalopt.transforms.momentum import heavy_ball_
+from scalopt.transforms.weight_decay import decay
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -92,7 +94,7 @@ def _flat(ts: Sequence[torch.Tensor]) -> torch.Tensor:
 
 class MLBFGS(ScaloptOptimizer):
     hyperparameters = {
-        "lr": check_nonnegative,
+        "lr": check_lr,
         "momentum": lambda n, v: check_interval(n, v, 0.0, 1.0),
         "weight_decay": check_nonnegative,
     }
@@ -208,7 +210,7 @@ class MLBFGS(ScaloptOptimizer):
             xs = [v.float() if v.dtype in LOW_PRECISION else v for v in xs]
             gs = [_view(g).to(v.dtype) for g, v in zip(grads, xs)]
             wd = group["weight_decay"]
-            qs = torch._foreach_add(gs, xs, alpha=wd) if wd != 0 else [g.clone() for g in gs]
+            qs = decay(gs, xs, wd) if wd != 0 else [g.clone() for g in gs]
             for p, xv, qv in zip(params, xs, qs):
                 x[id(p)], q[id(p)] = xv, qv
                 state = self.state[p]
@@ -366,9 +368,7 @@ class MLBFGS(ScaloptOptimizer):
                     if "momentum_buffer" not in state:
                         state["momentum_buffer"] = torch.zeros_like(dv)
                     bufs.append(state["momentum_buffer"])
-                torch._foreach_mul_(bufs, mu)
-                torch._foreach_add_(bufs, ds)
-                ds = bufs
+                ds = heavy_ball_(bufs, ds, mu, nesterov=False)
             xs = [x[id(p)] for p in params]
             torch._foreach_add_(xs, ds, alpha=-lr)
             for p, xv in zip(params, xs):

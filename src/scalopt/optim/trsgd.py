@@ -37,12 +37,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from scalopt.core.chain import ChainOptimizer, chain
-from scalopt.core.validate import check_betas, check_int, check_interval, check_nonnegative, check_positive
+from scalopt.core.validate import check_betas, check_int, check_interval, check_lr, check_nonnegative
 from scalopt.transforms import add_weight_decay, scale_by_adam, trace
 from scalopt.transforms.proximal import add_proximal_pull, scale_by_sawtooth
 
 _COMMON = {
-    "lr": check_positive,
+    "lr": check_lr,
     "period": lambda n, v: check_int(n, v, minimum=1),
     "prox_weight": check_nonnegative,
     "weight_decay": check_nonnegative,
@@ -52,8 +52,7 @@ _COMMON = {
 def _prox_weight(prox_weight: float | None, lr: Any) -> Any:
     if prox_weight is not None:
         return prox_weight
-    check_positive("lr", lr)
-    return 0.1 * lr
+    return 0.1 * check_lr("lr", lr)
 
 
 class TRSGD(ChainOptimizer):
