@@ -85,10 +85,11 @@ VARIANTS = [
     KW,
     {**KW, "grafting": "rmsprop", "async_roots": True, "nesterov": True},
     {**KW, "root_method": "newton", "decoupled_weight_decay": False, "precondition_1d": True},
+    {**KW, "grafting": None, "eigenvalue_correction": True, "async_roots": True},
 ]
 
 
-@pytest.mark.parametrize("kwargs", VARIANTS, ids=["adam", "rmsprop-async", "newton-l2"])
+@pytest.mark.parametrize("kwargs", VARIANTS, ids=["adam", "rmsprop-async", "newton-l2", "soap-async"])
 def test_simcomm_two_ranks_equal_single_process_bitwise(kwargs):
     ref, full = _single(7, 2, kwargs)
     results = SimComm(2).run(train_rank, 7, kwargs)

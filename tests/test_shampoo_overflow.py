@@ -49,9 +49,12 @@ def _image(opt: Shampoo, params: list[torch.Tensor]):
     return _bits(opt.state_dict()), _bits(params)
 
 
-def _run(bad_at: int | None, nonfinite: str, async_roots: bool, steps: int = 7):
+SOAP = dict(eigenvalue_correction=True, grafting=None)  # V in the eigenbasis overflows like the graft's
+
+
+def _run(bad_at: int | None, nonfinite: str, async_roots: bool, steps: int = 7, extra: dict | None = None):
     params = _params()
-    opt = Shampoo(params, nonfinite=nonfinite, async_roots=async_roots, **KW)
+    opt = Shampoo(params, nonfinite=nonfinite, async_roots=async_roots, **KW, **(extra or {}))
     for t in range(steps):
         if t == bad_at:
             before = _image(opt, params)
@@ -73,9 +76,10 @@ def _run(bad_at: int | None, nonfinite: str, async_roots: bool, steps: int = 7):
 @pytest.mark.parametrize("nonfinite", ["raise", "skip"])
 @pytest.mark.parametrize("async_roots", [False, True])
 @pytest.mark.parametrize("bad_at", [1, 2, 3])  # before the first root, at a root step, between roots
-def test_overflowing_statistics_leave_the_state_as_before(nonfinite, async_roots, bad_at):
-    (sd, params), opt = _run(bad_at, nonfinite, async_roots)
-    (ref_sd, ref_params), _ = _run(None, nonfinite, async_roots)
+@pytest.mark.parametrize("extra", [{}, SOAP], ids=["shampoo", "soap"])
+def test_overflowing_statistics_leave_the_state_as_before(nonfinite, async_roots, bad_at, extra):
+    (sd, params), opt = _run(bad_at, nonfinite, async_roots, extra=extra)
+    (ref_sd, ref_params), _ = _run(None, nonfinite, async_roots, extra=extra)
     if nonfinite == "skip":
         sd["scalopt"]["counters"]["skipped_steps"] -= 1
     for counters in (sd["scalopt"]["counters"], ref_sd["scalopt"]["counters"]):
@@ -95,9 +99,9 @@ def test_statistics_overflow_on_a_fresh_optimizer_leaves_no_state():
     assert all(bool(torch.isfinite(p).all()) for p in params)
 
 
-def _sharded(comm, bad_at):
+def _sharded(comm, bad_at, extra=None):
     params = _params()
-    opt = Shampoo(params, comm=comm, nonfinite="skip", **KW)
+    opt = Shampoo(params, comm=comm, nonfinite="skip", **KW, **(extra or {}))
     for t in range(5):
         if t == bad_at:  # only rank 1's gradient overflows; the average does too, on every rank
             _step(opt, params, _grads(t, scale=1e30 if comm.rank == 1 else 1.0))
@@ -105,9 +109,10 @@ def _sharded(comm, bad_at):
     return _bits(params), opt.metrics()["skipped_steps"]
 
 
-def test_sharded_shampoo_skips_an_overflowing_step_on_every_rank():
-    results = SimComm(2).run(_sharded, 3)
-    reference = SimComm(2).run(_sharded, None)
+@pytest.mark.parametrize("extra", [{}, SOAP], ids=["shampoo", "soap"])
+def test_sharded_shampoo_skips_an_overflowing_step_on_every_rank(extra):
+    results = SimComm(2).run(_sharded, 3, extra)
+    reference = SimComm(2).run(_sharded, None, extra)
     for (params, skipped), (ref_params, ref_skipped) in zip(results, reference):
         assert skipped == 1 and ref_skipped == 0
         assert params == ref_params

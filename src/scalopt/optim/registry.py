@@ -40,6 +40,14 @@ def _generic_adam(params: Iterable[Any], **kwargs: Any) -> GenericAdam:
     return GenericAdam(params, **kwargs)
 
 
+def _soap(params: Iterable[Any], **kwargs: Any) -> Shampoo:
+    """SOAP: Shampoo with eigenvalue_correction=True at the paper's language-model defaults."""
+    defaults: dict[str, Any] = dict(
+        lr=3e-3, betas=(0.95, 0.95), eps=1e-8, weight_decay=0.01, precondition_frequency=10
+    )
+    return Shampoo(params, **{**defaults, **kwargs, "grafting": None, "eigenvalue_correction": True})
+
+
 def _torch_adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, foreach=True, **kwargs)
 
@@ -126,6 +134,13 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "Shampoo: blocked Kronecker-factored preconditioning with Adam grafting",
             {"lr": 1e-2, "precondition_frequency": 2},
             fixed=("comm",),
+        ),
+        OptimizerEntry(
+            "soap",
+            _soap,
+            "second-order",
+            "SOAP: Shampoo with Adam in its factors' eigenbasis (eigenvalue_correction=True)",
+            {"lr": 1e-2, "precondition_frequency": 2},
         ),
         OptimizerEntry(
             "oasis",

@@ -12,7 +12,8 @@ after the step
 
     B ← max over the accumulators (β, w) of  β·B + w·g²
         (β2, 1−β2) for the statistics, (1, 1) for sums (β2 = 1; the adagrad graft),
-        (β_g, 1−β_g) for the adam and rmsprop grafts
+        (β_g, 1−β_g) for the adam and rmsprop grafts; (β_s, 1−β_s) for statistics with their
+        own β (``shampoo_beta``) and (β2, 1−β2) for the eigenbasis Adam (eigenvalue_correction)
 
 If the new B ≤ max(dtype)/4 for the smallest dtype of the state, no entry can overflow and the step
 runs in place. Otherwise the step is a transaction: the state of its parameters is copied first
@@ -37,6 +38,9 @@ from typing import Any
 
 import torch
 
+from scalopt.linalg import nonfinite_report
+from scalopt.optim.shampoo.plan import factor_beta
+
 #: state keys of the accumulators B bounds: factor statistics and graft accumulators
 _BOUNDED = re.compile(r"(^|\.)(factor\d+|exp_avg_sq)$")
 MARGIN = 4.0
@@ -59,9 +63,13 @@ def _norm(ts: list[torch.Tensor]) -> torch.Tensor:
 
 def accumulators(group: dict[str, Any]) -> list[tuple[float, float]]:
     """(β, w) of every accumulator a group's step updates: X ← β·X + w·(square of the gradient)."""
-    beta2 = group["betas"][1]
-    out = [(beta2, 1.0 - beta2) if beta2 < 1.0 else (1.0, 1.0)]
-    if group["grafting"] == "adagrad":
+    beta = factor_beta(group)
+    out = [(beta, 1.0 - beta) if beta < 1.0 else (1.0, 1.0)]
+    if group["grafting"] is None and group["betas"][1] < 1.0:
+        # eigenvalue_correction: Adam's V (in the eigenbasis: |G'| ≤ ‖G‖ too); merely conservative for
+        # Shampoo without a graft
+        out.append((group["betas"][1], 1.0 - group["betas"][1]))
+    elif group["grafting"] == "adagrad":
         out.append((1.0, 1.0))
     elif group["grafting"] in ("adam", "rmsprop"):
         out.append((group["grafting_beta2"], 1.0 - group["grafting_beta2"]))
@@ -120,6 +128,16 @@ class Snapshot:
 
 def _copy(v: Any) -> Any:
     return v.clone() if isinstance(v, torch.Tensor) else v
+
+
+def first_nonfinite_state(opt: Any, found: list[Any]) -> str:
+    """Where the first non-finite state entry of this step's parameters is, for the error message."""
+    for group, indices, params, _ in found:
+        for i, p in zip(indices, params):
+            for k, v in opt.state[p].items():
+                if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all()):
+                    return f"{k!r} of {opt.param_name(group, i)} ({nonfinite_report(v)})"
+    return "the state of another rank"
 
 
 def measure(states: list[dict[str, Any]], comm: Any) -> tuple[float, float]:

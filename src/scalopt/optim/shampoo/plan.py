@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from scalopt.optim.shampoo import grafting
+from scalopt.optim.shampoo import grafting, soap
 from scalopt.optim.shampoo.blocking import Block, ParamPlan, block_cost, plan_param
 from scalopt.optim.shampoo.preconditioner import DiagGroup, Entry, ShapeGroup
 from scalopt.optim.sharding import assign_lpt
@@ -112,8 +112,10 @@ class GroupPlan:
         *,
         rank: int = 0,
         world_size: int = 1,
+        eigenvalue_correction: bool = False,
     ) -> None:
         self.group, self.params = group, params
+        self.soap = eigenvalue_correction  # SOAP: Adam in the factors' eigenbases (soap.py)
         self.signature = self.signature_of(group, params)
         structure = asdict(self.signature.structure)
         self.plans: list[ParamPlan] = [plan_param(tuple(p.shape), **structure) for p in params]
@@ -199,14 +201,17 @@ class GroupPlan:
         if not self.units:  # a rank that owns nothing of this group
             return Accumulated(m=[], c1=[], v=[], w=None)
         group = self.group
-        beta1, beta2 = group["betas"]
+        beta1 = group["betas"][0]
         wd = group["weight_decay"]
         g = self.gather(grads)
         w = self.gather(self.params) if wd != 0 else None
         if w is not None and not group["decoupled_weight_decay"]:
             g = torch._foreach_add(g, w, alpha=wd)
         for sg, gs in zip(self.shape_groups, g):
-            sg.accumulate(gs, beta2)
+            sg.accumulate(gs, factor_beta(group))
+        if self.soap:
+            m, c1, v = soap.accumulate(self.shape_groups, self.diag, g, group)
+            return Accumulated(m=m, c1=c1, v=v, w=w)
         v: list[torch.Tensor] = []
         if grafting.needs_accumulator(group["grafting"]):
             v = [u.buffer("exp_avg_sq") for u in self.units]
@@ -221,6 +226,20 @@ class GroupPlan:
     def directions(self, work: Accumulated) -> list[torch.Tensor]:
         if not self.units:
             return []
+        group = self.group
+        if self.soap:
+            out = soap.directions(self.shape_groups, self.diag, work.m, work.c1, work.v, group)
+        else:
+            out = self._shampoo_directions(work)
+        wd, mu = group["weight_decay"], group["momentum"]
+        if wd != 0 and group["decoupled_weight_decay"]:
+            out = decay(out, work.w, wd)
+        if mu != 0:
+            out = heavy_ball_([u.buffer("momentum_buffer") for u in self.units], out, mu, group["nesterov"])
+        return out
+
+    def _shampoo_directions(self, work: Accumulated) -> list[torch.Tensor]:
+        """P per unit: the grafted Shampoo direction (the graft alone where no root yet)."""
         group = self.group
         graft, m, c1 = group["grafting"], work.m, work.c1
         bc2 = [1.0 - group["grafting_beta2"] ** u.t for u in self.units] if graft == "adam" else []
@@ -242,13 +261,7 @@ class GroupPlan:
         if rest:
             for k, d in zip(rest, torch._foreach_mul([q[k] for k in rest], [scale[k] for k in rest])):
                 p[k] = d
-        out = [q[k] if d is None else d for k, d in enumerate(p)]  # q may alias M or G: read only
-        wd, mu = group["weight_decay"], group["momentum"]
-        if wd != 0 and group["decoupled_weight_decay"]:
-            out = decay(out, work.w, wd)
-        if mu != 0:
-            out = heavy_ball_([u.buffer("momentum_buffer") for u in self.units], out, mu, group["nesterov"])
-        return out
+        return [q[k] if d is None else d for k, d in enumerate(p)]  # q may alias M or G: read only
 
     def item_sources(self, directions: list[torch.Tensor]) -> list[torch.Tensor | None]:
         """The direction of every item this rank owns, in item order (None for the others)."""
@@ -292,6 +305,12 @@ class GroupPlan:
                 for k, v in list(state.items()):
                     if isinstance(v, torch.Tensor):
                         state[k] = v.clone()
+
+
+def factor_beta(group: dict[str, Any]) -> float:
+    """The β of the factor statistics: ``shampoo_beta``, or β2 = ``betas[1]`` when it is None."""
+    beta = group.get("shampoo_beta")
+    return group["betas"][1] if beta is None else beta
 
 
 def block_numel(block: Block) -> int:

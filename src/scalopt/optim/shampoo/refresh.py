@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from scalopt.core.validate import check_int
 from scalopt.linalg import finite_rows, inverse_root, nonfinite_report
 from scalopt.optim.shampoo.preconditioner import Pending, RootResult, ShapeGroup, resolve
 
@@ -83,6 +84,12 @@ def compute_roots(
     batches: list[RootBatch], n_groups: int, method: str, dtype: torch.dtype
 ) -> dict[int, RootResult]:
     """Solve every batch; the roots of every shape group (by index), per factor in factor order."""
+    return collect(batches, lambda b: inverse_root(b.stack, b.p, b.eps, method=method, dtype=dtype))
+
+
+def collect(batches: list[Any], solve: Callable[[Any], Any]) -> dict[int, RootResult]:
+    """Run ``solve`` on every batch (anything with ``slots``; it returns a ``scalopt.linalg.RootResult``
+    for the batch's rows) and regroup the rows per shape group and factor, with the time each took."""
     roots: dict[int, dict[int, torch.Tensor]] = {}
     oks: dict[int, dict[int, list[bool]]] = {}
     reasons: dict[int, dict[int, list[str | None]]] = {}
@@ -90,7 +97,7 @@ def compute_roots(
     seconds: dict[int, float] = {}
     for batch in batches:
         start = time.perf_counter()
-        res = inverse_root(batch.stack, batch.p, batch.eps, method=method, dtype=dtype)
+        res = solve(batch)
         share = (time.perf_counter() - start) / len(batch.slots)
         for g, i, a, b in batch.slots:
             roots.setdefault(g, {})[i] = res.roots[a:b]
@@ -112,6 +119,8 @@ def compute_roots(
 
 class RootRefresher:
     """The root schedule, batching and failure policy of one Shampoo optimizer."""
+
+    what = "inverse roots"  # in messages
 
     def __init__(
         self,
@@ -155,16 +164,7 @@ class RootRefresher:
             )
             work.append(RootBatch(p, torch.cat([hhat for _, _, hhat, _ in parts]), eps, slots))
         if self.async_roots:
-            if self.executor is None:
-                # a new thread does not inherit torch's intra-op thread count: without the initializer
-                # its eigh runs on every core, against the training thread (measured: 2-25x slower)
-                self.executor = ThreadPoolExecutor(
-                    max_workers=1,
-                    thread_name_prefix="scalopt-shampoo-roots",
-                    initializer=torch.set_num_threads,
-                    initargs=(torch.get_num_threads(),),
-                )
-            future = self.executor.submit(compute_roots, work, len(items), self.method, self.dtype)
+            future = self.background().submit(compute_roots, work, len(items), self.method, self.dtype)
             for g, (sg, _, _) in enumerate(items):
                 sg.pending.append(Pending(sg.t + self.frequency, sg.t, future=future, key=g))
             return
@@ -207,6 +207,19 @@ class RootRefresher:
             for pend in sg.pending:
                 self.count("root_wait_seconds", resolve(pend))
 
+    def background(self) -> Executor:
+        """The one background thread of the async roots, started on first use."""
+        if self.executor is None:
+            # a new thread does not inherit torch's intra-op thread count: without the initializer
+            # its eigh runs on every core, against the training thread (measured: 2-25x slower)
+            self.executor = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="scalopt-shampoo-roots",
+                initializer=torch.set_num_threads,
+                initargs=(torch.get_num_threads(),),
+            )
+        return self.executor
+
     def close(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
@@ -236,16 +249,23 @@ class RootRefresher:
         shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
         if consecutive > MAX_CONSECUTIVE_FAILURES:
             raise RootFailureError(
-                f"Shampoo: inverse roots failed at {consecutive} consecutive root steps (more than "
+                f"Shampoo: {self.what} failed at {consecutive} consecutive root steps (more than "
                 f"{MAX_CONSECUTIVE_FAILURES} tolerated), last at step {step}: {shown}. Raise eps, use "
                 f"root_dtype=torch.float64, or check the statistics"
             ) from error
         warnings.warn(
-            f"Shampoo: {len(failures)} inverse root(s) failed at step {step}; keeping the previous roots "
+            f"Shampoo: {len(failures)} of the {self.what} failed at step {step}; keeping the previous ones "
             f"(identity before the first success), {consecutive} consecutive: {shown}",
             RuntimeWarning,
             stacklevel=4,
         )
+
+
+def check_start(name: str, value: Any) -> Any:
+    """``start_preconditioning_step``: None (the frequency), +inf (never), or an integer ≥ 1."""
+    if value is None or (isinstance(value, float) and math.isinf(value) and value > 0):
+        return value
+    return check_int(name, value, minimum=1)
 
 
 def start_step(start: float | None, frequency: int) -> float:

@@ -16,7 +16,8 @@ For a parameter W with gradient G, step t (1-based), a block G_b of order k (a m
     W   ← W − lr·P
 
 Symbols and arguments: β1, β2 = ``betas`` (EMA of the gradient; of the factor statistics, 1.0 for
-sums); ε = ``eps`` (ridge of the roots); wd = ``weight_decay``; μ = ``momentum``; f =
+sums, unless ``shampoo_beta`` gives them their own β); ε = ``eps`` (ridge of the roots; None: 1e-12);
+wd = ``weight_decay``; μ = ``momentum``; f =
 ``precondition_frequency``; s = ``start_preconditioning_step`` (None: f); the graft P_gr and its
 state (``grafting`` ∈ adam, adagrad, rmsprop, sgd, None; β_g = ``grafting_beta2``, ε_g =
 ``grafting_eps``) are in ``grafting.py``. With preconditioning never started
@@ -41,6 +42,10 @@ parameters first and check it. (Root failures keep their own policy above: a ste
 ``RootFailureError`` has counted its failures.)
 ``async_roots=True`` computes them on a background thread from a snapshot taken at the root step
 and installs them exactly f steps later (deterministic).
+
+``eigenvalue_correction=True`` is SOAP (Vyas et al., ICLR 2025, arXiv 2409.11321): Adam in the
+eigenbasis of each block's factors instead of their roots, on the same blocks, statistics, sharding
+and refresh machinery; its rule, defaults and deviations are in ``soap.py``.
 
 Speed: the block plan is made once; same-shaped blocks of a param group are stacked so statistics
 and preconditioning are ``baddbmm``/``bmm`` per shape, the graft-only parameters' element-wise state
@@ -93,27 +98,23 @@ from scalopt.core.validate import (
     check_lr,
     check_nonnegative,
 )
-from scalopt.linalg import ROOT_METHODS, nonfinite_report
-from scalopt.optim.shampoo.distributed import DistributedStep
+from scalopt.linalg import ROOT_METHODS
+from scalopt.optim.shampoo.distributed import DistributedStep, check_shard
 from scalopt.optim.shampoo.grafting import GRAFTINGS
-from scalopt.optim.shampoo.guard import Snapshot, StepGuard, effective_norm, measure
-from scalopt.optim.shampoo.plan import GroupPlan
+from scalopt.optim.shampoo.guard import Snapshot, StepGuard, effective_norm, first_nonfinite_state, measure
+from scalopt.optim.shampoo.plan import GroupPlan, factor_beta
 from scalopt.optim.shampoo.preconditioner import ShapeGroup
-from scalopt.optim.shampoo.refresh import RootRefresher, start_step
+from scalopt.optim.shampoo.refresh import RootRefresher, check_start, start_step
+from scalopt.optim.shampoo.soap import ADAM_EPS, BasisRefresher, check_options
 
 ROOT_DTYPES = (torch.float32, torch.float64)
-
-
-def _check_start(name: str, value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isinf(value) and value > 0):
-        return value
-    return check_int(name, value, minimum=1)
 
 
 class Shampoo(ScaloptOptimizer):
     hyperparameters = {
         "lr": check_lr,
         "betas": lambda name, v: check_betas(name, v, high_open=(True, False)),
+        "shampoo_beta": lambda name, v: v if v is None else check_interval(name, v, 0.0, 1.0),
         "eps": check_nonnegative,
         "weight_decay": check_nonnegative,
         "decoupled_weight_decay": check_bool,
@@ -133,7 +134,7 @@ class Shampoo(ScaloptOptimizer):
         params: Iterable[Any],
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-12,
+        eps: float | None = None,
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = True,
         momentum: float = 0.0,
@@ -152,9 +153,14 @@ class Shampoo(ScaloptOptimizer):
         async_roots: bool = False,
         comm: Any = None,
         nonfinite: str = "raise",
+        shampoo_beta: float | None = None,
+        eigenvalue_correction: bool = False,
     ) -> None:
+        self.eigenvalue_correction = check_bool("eigenvalue_correction", eigenvalue_correction)
+        if self.eigenvalue_correction:
+            check_options(grafting=grafting, start=start_preconditioning_step, root_method=root_method)
         self.precondition_frequency = check_int("precondition_frequency", precondition_frequency, minimum=1)
-        self.start_preconditioning_step = _check_start(
+        self.start_preconditioning_step = check_start(
             "start_preconditioning_step", start_preconditioning_step
         )
         self.root_method = check_choice("root_method", root_method, ROOT_METHODS)
@@ -164,7 +170,8 @@ class Shampoo(ScaloptOptimizer):
         defaults = dict(
             lr=lr,
             betas=betas,
-            eps=eps,
+            eps=(ADAM_EPS if self.eigenvalue_correction else 1e-12) if eps is None else eps,
+            shampoo_beta=shampoo_beta,
             weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay,
             momentum=momentum,
@@ -181,7 +188,7 @@ class Shampoo(ScaloptOptimizer):
         for name in ("root_failures", "root_consecutive_failures", "root_seconds", "root_wait_seconds"):
             self._counters[name] = 0
         self._plans: dict[int, GroupPlan] = {}
-        self._roots = RootRefresher(
+        self._roots = (BasisRefresher if self.eigenvalue_correction else RootRefresher)(
             frequency=self.precondition_frequency,
             start=start_step(self.start_preconditioning_step, self.precondition_frequency),
             method=self.root_method,
@@ -198,6 +205,8 @@ class Shampoo(ScaloptOptimizer):
         super()._validate_group(group)
         if group.get("nesterov") and not group.get("momentum", 0) > 0:
             raise ValueError(f"nesterov=True needs momentum > 0, got momentum={group.get('momentum')!r}")
+        if self.eigenvalue_correction:
+            check_options(grafting=group["grafting"], start=None, root_method="eigh", betas=group["betas"])
 
     @property
     def rank(self) -> int:
@@ -242,7 +251,7 @@ class Shampoo(ScaloptOptimizer):
         if math.isfinite(measured[1]):
             self._guard.bound = measured[0]
         else:
-            where = self._first_nonfinite_state(found)
+            where = first_nonfinite_state(self, found)
             self._rollback(snapshot, work)
             if self.nonfinite == "raise":
                 raise FloatingPointError(
@@ -252,14 +261,6 @@ class Shampoo(ScaloptOptimizer):
                 )
             self._counters["skipped_steps"] += 1
         return loss
-
-    def _first_nonfinite_state(self, found: list[Any]) -> str:
-        for group, indices, params, _ in found:
-            for i, p in zip(indices, params):
-                for k, v in self.state[p].items():
-                    if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all()):
-                        return f"{k!r} of {self.param_name(group, i)} ({nonfinite_report(v)})"
-        return "the state of another rank"
 
     def _run(self, work: list[Any], check: list[torch.Tensor] | None) -> tuple[float, float] | None:
         """The phases of one step; with ``check``, the state of those parameters is measured right
@@ -281,7 +282,7 @@ class Shampoo(ScaloptOptimizer):
         # refresh roots
         self._roots.refresh(
             [
-                (sg, plan.group["betas"][1], plan.group["eps"])
+                (sg, factor_beta(plan.group), plan.group["eps"])
                 for plan, _ in work
                 for sg in plan.shape_groups
                 if self._roots.due(sg.t)
@@ -336,6 +337,7 @@ class Shampoo(ScaloptOptimizer):
             lambda pos: self.param_name(group, indices[pos]),
             rank=self.rank,
             world_size=self.world_size,
+            eigenvalue_correction=self.eigenvalue_correction,
         )
         self._plans[id(group)] = plan
         self._count_blocks()
@@ -379,13 +381,7 @@ class Shampoo(ScaloptOptimizer):
         sd = dict(state_dict)
         state = sd.pop("state", {})
         info = sd.get("scalopt", {}).get("shampoo", {"rank": 0, "world_size": 1})
-        if (info["world_size"], info["rank"]) != (self.world_size, self.rank):
-            raise ValueError(
-                f"this Shampoo checkpoint is the shard of rank {info['rank']} of world size "
-                f"{info['world_size']}; it cannot be loaded by rank {self.rank} of world size "
-                f"{self.world_size} (blocks are assigned to ranks by world size: resume with "
-                f"{info['world_size']} ranks, each loading its own shard)"
-            )
+        check_shard(info, self.rank, self.world_size)
         self._roots.wait_all(self._shape_groups())
         super().load_state_dict({**sd, "state": {}})
         saved_ids = chain.from_iterable(g["params"] for g in sd["param_groups"])
