@@ -19,6 +19,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
     "default": ("core", "default", "torch AdamW vs the element-wise optimizers on stdlib-lm (the main job)"),
     "quick": ("core", "quick", "seconds: a tiny end-to-end check"),
     "shampoo": ("shampoo", "shampoo", "Shampoo vs AdamW on stdlib-lm and digits, with a learning-rate sweep"),
+    "shampoo-soap": ("shampoo", "soap", "the shampoo suite's torch AdamW and SOAP runs alone"),
     "distributed": ("distributed", "distributed", "sync clipped SGD, CELGC, Overlap Local-SGD, DP Adam"),
     "compression": ("compression", "compression", "loss vs bytes: Efficient-Adam, 1-bit Adam, PowerSGD"),
     "curvature": (

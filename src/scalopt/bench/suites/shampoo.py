@@ -25,7 +25,7 @@ from scalopt.bench.spec import RunSpec
 
 STEPS = {"stdlib-lm": 600, "digits": 250}
 EVAL_EVERY = {"stdlib-lm": 25, "digits": 10}
-LABELS = {"torch-adamw": "torch AdamW", "adamw": "scalopt AdamW", "shampoo": "Shampoo"}
+LABELS = {"torch-adamw": "torch AdamW", "adamw": "scalopt AdamW", "shampoo": "Shampoo", "soap": "SOAP"}
 
 #: learning rates swept at seed 0, the same grid for every optimizer of a workload (a half-decade
 #: apart; every optimizer's best lr is inside its grid, not at an edge)
@@ -34,8 +34,8 @@ SWEEPS: dict[str, tuple[float, ...]] = {"stdlib-lm": (1e-3, 3e-3, 1e-2), "digits
 #: the best swept lr per workload and optimizer: the lowest final eval loss of the seed-0 sweep
 #: (``scalopt bench --suite shampoo --seeds 1``, torch 2.13 CPU, torch threads 1).
 BEST: dict[str, dict[str, float]] = {
-    "stdlib-lm": {"torch-adamw": 3e-3, "adamw": 3e-3, "shampoo": 3e-3},
-    "digits": {"torch-adamw": 1e-2, "adamw": 1e-2, "shampoo": 1e-2},
+    "stdlib-lm": {"torch-adamw": 3e-3, "adamw": 3e-3, "shampoo": 3e-3, "soap": 3e-3},
+    "digits": {"torch-adamw": 1e-2, "adamw": 1e-2, "shampoo": 1e-2, "soap": 1e-2},
 }
 
 #: Target eval loss = torch AdamW's final eval loss at its best lr, seed 0, rounded up in the 4th
@@ -63,14 +63,32 @@ def _spec(workload: str, optimizer: str, label: str, seed: int, hparams: dict, *
     )
 
 
+def _sweep(workload: str, name: str, seed: int) -> list[RunSpec]:
+    """The lr sweep of one optimizer at seed 0, its best lr at other seeds."""
+    lrs = SWEEPS[workload] if seed == 0 else (BEST[workload][name],)
+    return [_spec(workload, name, _label(name, lr), seed, {"lr": lr}) for lr in lrs]
+
+
+def soap(seeds: int = 1) -> list[RunSpec]:
+    """The torch AdamW and SOAP runs of the shampoo suite alone (same specs, same labels): SOAP's
+    ratios to AdamW from one run in a fraction of the suite's time."""
+    return [
+        spec
+        for workload in STEPS
+        for seed in range(seeds)
+        for name in ("torch-adamw", "soap")
+        for spec in _sweep(workload, name, seed)
+    ]
+
+
 def shampoo(seeds: int = 1) -> list[RunSpec]:
-    """stdlib-lm and digits: lr sweeps (seed 0), Shampoo sync / async_roots / 2-rank sharded roots."""
+    """stdlib-lm and digits: lr sweeps (seed 0), Shampoo sync / async_roots / 2-rank sharded roots,
+    SOAP (``soap``: Shampoo with eigenvalue_correction=True at the paper's defaults)."""
     specs = []
     for workload in STEPS:
         for seed in range(seeds):
             for name in LABELS:
-                for lr in SWEEPS[workload] if seed == 0 else (BEST[workload][name],):
-                    specs.append(_spec(workload, name, _label(name, lr), seed, {"lr": lr}))
+                specs += _sweep(workload, name, seed)
             lr = BEST[workload]["shampoo"]
             specs.append(
                 _spec(
