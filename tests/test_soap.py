@@ -213,3 +213,28 @@ def test_registry_entry_is_shampoo_with_eigenvalue_correction():
     assert isinstance(opt, Shampoo) and opt.eigenvalue_correction
     group = opt.param_groups[0]
     assert group["grafting"] is None and group["betas"] == (0.95, 0.95) and group["eps"] == 1e-8
+
+
+def test_a_failing_basis_warns_and_leaves_adam_in_the_original_coordinates(monkeypatch):
+    """eigh raising (float32 and the float64 retry): the identity basis stays, so the block runs
+    AdamW one step behind (its first step waits for a basis), and the failures are counted."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("eigh failed")
+
+    monkeypatch.setattr(torch.linalg, "eigh", broken)
+    torch.manual_seed(2)
+    a = torch.randn(4, 4, dtype=torch.float64, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    opt = _soap([a], lr=0.01, betas=(0.9, 0.95), eps=1e-3, precondition_frequency=2, merge_dims=False)
+    ref = torch.optim.AdamW([b], lr=0.01, betas=(0.9, 0.95), eps=1e-3, weight_decay=0.0)
+    grads = [torch.randn(4, 4, dtype=torch.float64) for _ in range(5)]
+    with pytest.warns(RuntimeWarning, match="eigenbases failed"):
+        for t, g in enumerate(grads):
+            a.grad = g.clone()
+            opt.step()
+            if t > 0:
+                b.grad = g.clone()
+                ref.step()
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert opt.metrics()["root_failures"] >= 2 and not opt.state[a]["block0.has_root0"]

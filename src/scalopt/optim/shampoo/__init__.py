@@ -4,7 +4,7 @@ Files: ``blocking.py`` (the shape plan, block costs), ``grafting.py`` (graft dir
 ``preconditioner.py`` (stacked statistics and roots per shape group), ``refresh.py`` (root schedule,
 batching, failure policy, async worker), ``guard.py`` (failed steps change nothing), ``plan.py`` (one
 param group's units and per-step phases), ``distributed.py`` (comm=, over ``scalopt.optim.sharding``),
-``shampoo.py`` (the optimizer).
+``soap.py`` (eigenvalue_correction=True: Adam in the factors' eigenbases), ``shampoo.py`` (the optimizer).
 """
 
 from scalopt.optim.shampoo.refresh import RootFailureError
