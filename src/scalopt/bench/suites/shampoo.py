@@ -18,7 +18,8 @@ Shampoo runs with its defaults otherwise: precondition_frequency 20, Adam grafti
 eigh roots in float32. SOAP (``soap``: Shampoo with eigenvalue_correction=True) runs at the paper's
 defaults (betas (0.95, 0.95), shampoo_beta = β2, eps 1e-8, precondition_frequency 10), weight
 decay 0 like everyone here. ``scalopt bench --suite shampoo-soap`` runs the torch AdamW and SOAP
-entries alone (the same specs and labels), so SOAP's ratios to AdamW come from one run. The report's "steps to target" uses ``TARGETS``: torch AdamW's final eval
+entries alone (the same specs and labels), so SOAP's ratios to AdamW come from one run.
+The report's "steps to target" uses ``TARGETS``: torch AdamW's final eval
 loss at its best lr and seed 0, so AdamW reaches it at its last step by construction.
 """
 
