@@ -78,13 +78,11 @@ from scalopt.transforms import adam_kernel
 ADAM_EPS = 1e-8  # eps=None with eigenvalue_correction
 
 
-def check_options(
-    *, grafting: Any, start: Any, root_method: str, betas: Any = None, where: str = "Shampoo"
-) -> None:
+def check_options(*, grafting: Any, start: Any, root_method: str, betas: Any = None) -> None:
     """The options that must take one value with eigenvalue_correction=True (ValueError otherwise)."""
     if grafting is not None:
         raise ValueError(
-            f"{where}: grafting must be None with eigenvalue_correction=True (Adam in the eigenbasis sets "
+            f"grafting must be None with eigenvalue_correction=True (Adam in the eigenbasis sets "
             f"the step size itself), got grafting={grafting!r}"
         )
     if start is not None:
