@@ -37,6 +37,16 @@ def test_suite_sweeps_at_seed_0_and_keeps_the_best_lr_at_other_seeds():
     assert sharded and all(s.algorithm == "shampoo-sharded" and "2x data" in s.label for s in sharded)
 
 
+def test_shampoo_soap_suite_is_the_adamw_and_soap_runs_of_the_shampoo_suite():
+    full = {s.run_id for s in get("shampoo")(2)}
+    subset = get("shampoo-soap")(2)
+    assert {s.optimizer for s in subset} == {"torch-adamw", "soap"}
+    assert {s.run_id for s in subset} <= full
+    assert {s.run_id for s in subset} == {
+        s.run_id for s in get("shampoo")(2) if s.optimizer in ("torch-adamw", "soap")
+    }
+
+
 def test_state_bytes_count_each_tensor_once():
     p = torch.zeros(10, 4, requires_grad=True)
     opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
