@@ -34,9 +34,11 @@ be None and ``start_preconditioning_step`` None, ``root_method`` "eigh" (ValueEr
 The basis Q_i of block b is stored where Shampoo stores a root: ``"block{b}.root{i}"``; V is
 ``"block{b}.exp_avg_sq"``, M ``"block{b}.exp_avg"``.
 
-Defaults (registry entry ``soap``, the paper's language-model setting and the authors' code):
-lr 3e-3, betas (0.95, 0.95), shampoo_beta = β2, eps 1e-8, f 10, weight decay 0.01 decoupled;
-blocks of ``block_size`` 1024 where the authors precondition whole dims up to 10000.
+Defaults. The registry entry ``soap`` takes the paper's language-model setting (the authors'
+code's defaults): lr 3e-3, betas (0.95, 0.95), shampoo_beta = β2 (the authors' −1), eps 1e-8, f 10,
+weight decay 0.01 decoupled. ``Shampoo(eigenvalue_correction=True, grafting=None)`` keeps Shampoo's
+own defaults (lr 1e-3, betas (0.9, 0.999), f 20) with eps 1e-8 and shampoo_beta = β2. Blocks of
+``block_size`` 1024 where the authors precondition whole dims up to 10000.
 
 Deviations from the authors' code, and why:
 - Re-ordering: the authors keep QR's output (sorted by λ̃) and re-order V by σ; here QR's columns
