@@ -34,19 +34,23 @@ import torch
 from scalopt.linalg.roots import RootResult, _no_tf32, finite_rows
 
 
+def _refresh(h: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """One power iteration from q, columns sorted by estimated eigenvalue, QR, columns put back."""
+    est = torch.einsum("nij,nik,nkj->nj", q, h, q)
+    index = torch.argsort(est, dim=-1, descending=True).unsqueeze(1).expand_as(q)
+    qn = torch.linalg.qr(torch.bmm(h, torch.gather(q, 2, index)))[0]
+    return torch.empty_like(qn).scatter_(2, index, qn)
+
+
 def _solve(h: torch.Tensor, q: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
     """The bases of a stack in its dtype (may raise, may hold non-finite rows)."""
+    if bool(first.all()):
+        return torch.linalg.eigh(h)[1]
+    if not bool(first.any()):
+        return _refresh(h, q)
     out = torch.empty_like(h)
-    if bool(first.any()):
-        out[first] = torch.linalg.eigh(h[first])[1]
-    rest = ~first
-    if bool(rest.any()):
-        hr, qr = h[rest], q[rest]
-        est = torch.einsum("nij,nik,nkj->nj", qr, hr, qr)
-        sigma = torch.argsort(est, dim=-1, descending=True)
-        qs = torch.gather(qr, 2, sigma.unsqueeze(1).expand_as(qr))
-        qn = torch.linalg.qr(torch.bmm(hr, qs))[0]
-        out[rest] = torch.empty_like(qn).scatter_(2, sigma.unsqueeze(1).expand_as(qn), qn)
+    out[first] = torch.linalg.eigh(h[first])[1]
+    out[~first] = _refresh(h[~first], q[~first])
     return out
 
 
@@ -87,10 +91,15 @@ def eigenbasis(
         for attempt in [dtype] if dtype == torch.float64 else [dtype, torch.float64]:
             if not todo:
                 break
-            index = torch.tensor(todo, device=h.device)
-            x, why, exc = _attempt(
-                h.index_select(0, index).to(attempt), q.index_select(0, index).to(attempt), first[index]
-            )
+            if len(todo) == n:  # the first attempt: the whole stack
+                x, why, exc = _attempt(h.to(attempt), q.to(attempt), first)
+            else:
+                index = torch.tensor(todo, device=h.device)
+                x, why, exc = _attempt(
+                    h.index_select(0, index).to(attempt), q.index_select(0, index).to(attempt), first[index]
+                )
+            if len(todo) == n and exc is None and all(w is None for w in why):  # the common case
+                return RootResult(x.to(h.dtype), [True] * n, [None] * n, None)
             error = exc or error
             still = []
             for k, j in enumerate(todo):
@@ -100,4 +109,4 @@ def eigenbasis(
                     reasons[j] = why[k]
                     still.append(j)
             todo = still
-    return RootResult(out, ok, [r for r in reasons], error)
+    return RootResult(out, ok, list(reasons), error)
