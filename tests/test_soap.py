@@ -213,6 +213,11 @@ def test_registry_entry_is_shampoo_with_eigenvalue_correction():
     assert isinstance(opt, Shampoo) and opt.eigenvalue_correction
     group = opt.param_groups[0]
     assert group["grafting"] is None and group["betas"] == (0.95, 0.95) and group["eps"] == 1e-8
+    assert registry.hyperparameters("soap")["lr"] == 3e-3  # what `scalopt list --optimizer soap` shows
+    with pytest.raises(ValueError, match="grafting must be None"):
+        registry.build("soap", [p], grafting="adam")
+    with pytest.raises(ValueError, match="eigenvalue_correction=True"):
+        registry.build("soap", [p], eigenvalue_correction=False)
 
 
 def test_a_failing_basis_warns_and_leaves_adam_in_the_original_coordinates(monkeypatch):

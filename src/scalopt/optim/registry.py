@@ -40,12 +40,25 @@ def _generic_adam(params: Iterable[Any], **kwargs: Any) -> GenericAdam:
     return GenericAdam(params, **kwargs)
 
 
+SOAP_DEFAULTS: dict[str, Any] = dict(
+    lr=3e-3, betas=(0.95, 0.95), eps=1e-8, weight_decay=0.01, precondition_frequency=10, grafting=None
+)
+
+
 def _soap(params: Iterable[Any], **kwargs: Any) -> Shampoo:
     """SOAP: Shampoo with eigenvalue_correction=True at the paper's language-model defaults."""
-    defaults: dict[str, Any] = dict(
-        lr=3e-3, betas=(0.95, 0.95), eps=1e-8, weight_decay=0.01, precondition_frequency=10
-    )
-    return Shampoo(params, **{**defaults, **kwargs, "grafting": None, "eigenvalue_correction": True})
+    if kwargs.pop("eigenvalue_correction", True) is not True:
+        raise ValueError("soap is Shampoo with eigenvalue_correction=True; use 'shampoo' for the other")
+    return Shampoo(params, **{**SOAP_DEFAULTS, **kwargs}, eigenvalue_correction=True)
+
+
+_soap.__signature__ = inspect.signature(Shampoo).replace(  # type: ignore[attr-defined]
+    parameters=[
+        p.replace(default=SOAP_DEFAULTS.get(p.name, p.default))
+        for p in inspect.signature(Shampoo).parameters.values()
+        if p.name != "self"
+    ]
+)
 
 
 def _torch_adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
@@ -141,6 +154,7 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "second-order",
             "SOAP: Shampoo with Adam in its factors' eigenbasis (eigenvalue_correction=True)",
             {"lr": 1e-2, "precondition_frequency": 2},
+            fixed=("comm", "eigenvalue_correction"),
         ),
         OptimizerEntry(
             "oasis",
