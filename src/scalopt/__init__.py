@@ -30,7 +30,7 @@ _EXPORTS: dict[str, str] = {
 
 # subpackages reachable as attributes of ``scalopt`` (``scalopt.distributed`` etc.)
 _SUBMODULES: tuple[str, ...] = (
-    "bench", "cli", "compress", "core", "distributed", "linalg", "optim", "report", "schedules",
+    "bench", "cli", "compress", "core", "distributed", "federated", "linalg", "optim", "report", "schedules",
     "theory", "transforms", "workloads",
 )  # fmt: skip
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from scalopt.bench.distributed_run import run_distributed
+from scalopt.bench.federated_run import train_federated
 from scalopt.bench.loop import train_run
 from scalopt.bench.spec import RunSpec
 
@@ -52,7 +53,9 @@ def run_specs(
         t0 = time.perf_counter()
         run_dir = out_dir / "runs" / spec.run_id
         common = dict(checkpoint_every=checkpoint_every, resume=resume)
-        if spec.distributed:
+        if spec.federated:
+            header = train_federated(spec, run_dir, progress=progress, **common)
+        elif spec.distributed:
             header = run_distributed(spec, run_dir, threads=threads, progress=progress, **common)
         else:
             header = train_run(spec, run_dir, progress=progress, **common)

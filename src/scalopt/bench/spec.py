@@ -5,7 +5,8 @@ overrides), a number of steps and a seed. A distributed algorithm that is an opt
 (``scalopt.distributed.registry.OWN_OPTIMIZER``) needs no optimizer: it is filled in with the
 algorithm's own, and a different one raises ``ValueError``. ``seed`` is the init seed (the same initial
 model for every optimizer); the data stream uses ``data_seed`` (per rank in distributed runs). Suites
-are functions returning lists of RunSpecs.
+are functions returning lists of RunSpecs. A federated run (``federated`` set) trains a
+``scalopt.federated`` algorithm over the workload's client split for ``steps`` rounds.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class RunSpec:
     algorithm_args: dict[str, Any] = field(default_factory=dict)
     network: tuple[float, float] | None = None  # NetworkModel(latency_s, bandwidth_bytes_per_s)
     comm: str = "gloo"  # "gloo": real processes; "sim": SimComm logical ranks in one process
+    #: a federated run (``optimizer`` is then a scalopt.federated registry name and ``hparams`` its
+    #: arguments; ``steps`` counts rounds): clients, clients_per_round, local_steps, dirichlet
+    #: (the partition's alpha; "inf" for IID), min_clients, partition_seed
+    federated: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, minimum=1)
@@ -58,6 +63,8 @@ class RunSpec:
             raise ValueError("comm='sim' needs an algorithm (e.g. 'data-parallel')")
         if self.network is not None:
             object.__setattr__(self, "network", tuple(self.network))
+        if self.federated and self.algorithm is not None:
+            raise ValueError(f"a federated run takes no distributed algorithm, got {self.algorithm!r}")
         if not self.label:
             object.__setattr__(self, "label", self.optimizer)
         json.dumps(self.to_dict())  # hyperparameters must be plain data (records are JSON)
@@ -74,6 +81,8 @@ class RunSpec:
         out = asdict(self)
         if out["comm"] == "gloo":  # the default is left out, so older records keep their run ids
             del out["comm"]
+        if not out["federated"]:  # absent unless used: earlier records keep their run ids
+            del out["federated"]
         return out
 
     @classmethod

@@ -86,6 +86,13 @@ class Workload(abc.ABC):
     @abc.abstractmethod
     def _evaluate(self, model: nn.Module) -> dict[str, float]: ...
 
+    def federated_clients(self, n_clients: int, *, alpha: float, generator: torch.Generator) -> list[Any]:
+        """The train data split over ``n_clients`` (a list of ``scalopt.federated.ClientData``).
+
+        ``alpha`` is the Dirichlet label-skew concentration where the workload has labels
+        (``math.inf``: IID); a workload with a natural split may ignore it and says so."""
+        raise ValueError(f"workload {self.name!r} has no federated split; use digits or stdlib-lm")
+
     # -- description ---------------------------------------------------------------------------
     @abc.abstractmethod
     def data_hash(self) -> str:

@@ -20,6 +20,8 @@ spaced offsets of the tail). d_model was lowered from 128 to fit the step budget
 takes ~23-27 ms on 2 CPU threads (AMD EPYC; d_model 128 took ~65-90 ms), evaluate() ~70 ms.
 Train batches: ``batch_size`` windows of ``seq_len + 1`` bytes with start offsets drawn uniformly
 (with replacement) from the train part by ``torch.randint(generator=...)``.
+Federated split (``federated_clients``): clients are disjoint groups of whole files (contiguous in the
+sorted file list, about equal bytes each), a natural non-IID split.
 Metrics: ``loss`` (mean cross-entropy, nats/byte) and ``bits_per_byte``.
 target_loss 2.0 nats/byte (untrained: ln 256 = 5.55): constant-lr AdamW from seed 0 reaches it after
 ~375 of default_steps 600 with lr 3e-3 (ending at 1.65) and ~450 with lr 1e-3 (ending at 1.85).
@@ -28,6 +30,7 @@ target_loss 2.0 nats/byte (untrained: ln 256 = 5.55): constant-lr AdamW from see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -40,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scalopt.core.validate import check_int, check_interval, check_positive
+from scalopt.federated.partition import ClientData
 from scalopt.workloads.base import Workload, build_module, model_device, sha256_of
 
 EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
@@ -54,6 +58,7 @@ class StdlibCorpus:
     sha256: str
     python_version: str
     root: str
+    file_starts: tuple[int, ...] = ()  # offset of each contributing file's first byte
 
 
 _CORPUS_CACHE: dict[tuple[str, int], StdlibCorpus] = {}
@@ -83,11 +88,13 @@ def load_corpus(corpus_bytes: int) -> StdlibCorpus:
     if key not in _CORPUS_CACHE:
         buffer = bytearray()
         n_files = 0
+        starts: list[int] = []
         for rel in stdlib_files(root):
             if buffer:
                 buffer += b"\n"
             if len(buffer) >= corpus_bytes:
                 break
+            starts.append(len(buffer))
             with open(os.path.join(root, rel), "rb") as handle:
                 buffer += handle.read(corpus_bytes - len(buffer))
             n_files += 1
@@ -105,6 +112,7 @@ def load_corpus(corpus_bytes: int) -> StdlibCorpus:
             sha256=sha256_of(bytes(buffer)),
             python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
             root=root,
+            file_starts=tuple(starts),
         )
     return _CORPUS_CACHE[key]
 
@@ -232,6 +240,50 @@ class StdlibLM(Workload):
         while True:
             starts = torch.randint(n_starts, (self.batch_size,), generator=generator)
             yield train[starts[:, None] + window].long()
+
+    def federated_clients(
+        self, n_clients: int, *, alpha: float, generator: torch.Generator
+    ) -> list[ClientData]:
+        """Clients = disjoint groups of whole stdlib files (a natural non-IID split).
+
+        The train part is cut at file starts into ``n_clients`` contiguous byte ranges of about equal
+        size (files are in sorted path order, so a client holds neighbouring modules and packages);
+        a client's windows start inside its own range. ``alpha`` and ``generator`` are not used:
+        the split is fixed by the file list."""
+        check_int("n_clients", n_clients, minimum=1)
+        check_positive("alpha", alpha, allow_inf=True)
+        train, _ = self._split()
+        starts = [s for s in self.corpus().file_starts if s < len(train)]
+        bounds = [0]
+        for k in range(1, n_clients):
+            goal = k * len(train) / n_clients
+            bounds.append(
+                min((s for s in starts if s > bounds[-1]), key=lambda s: abs(s - goal), default=len(train))
+            )
+        bounds.append(len(train))
+        clients = []
+        for i in range(n_clients):
+            lo, hi = bounds[i], bounds[i + 1]
+            if hi - lo < self.seq_len + 1:
+                raise ValueError(
+                    f"n_clients={n_clients} leaves client {i} with {max(hi - lo, 0)} bytes of whole files; "
+                    f"seq_len + 1 = {self.seq_len + 1} are needed: use fewer clients"
+                )
+            n_files = sum(1 for s in starts if lo <= s < hi)
+            clients.append(
+                ClientData(
+                    name=f"files{i}({n_files})",
+                    num_examples=hi - lo - self.seq_len,
+                    make_batches=functools.partial(self._window_batches, train[lo:hi]),
+                )
+            )
+        return clients
+
+    def _window_batches(self, part: torch.Tensor, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        window = torch.arange(self.seq_len + 1)
+        while True:
+            starts = torch.randint(len(part) - self.seq_len, (self.batch_size,), generator=generator)
+            yield part[starts[:, None] + window].long()
 
     def _eval_batches(self) -> Iterator[torch.Tensor]:
         _, held_out = self._split()

@@ -27,6 +27,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
         "curvature",
         "OASIS, HVP-RVR vs AdamW and SGD+momentum on digits and small stdlib-lm",
     ),
+    "federated": ("federated", "federated", "FedAvg, FedAdam, local Adam, FedLADA on digits (Dirichlet)"),
     "adam-condition": ("adam_condition", "adam_condition", "Generic Adam on the Reddi counterexample"),
 }
 
