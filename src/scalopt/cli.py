@@ -5,6 +5,8 @@
     scalopt train --workload digits --optimizer clipped-sgd --set lr=0.1 --set max_norm=1 --steps 300
     scalopt train --workers 2 --algorithm celgc --set lr=0.3 --set max_norm=1 \
         --algorithm-set period=8 --network 1e-3,125e6
+    scalopt train --workload digits --optimizer fedlada --lr 1e-2 --clients 20 --clients-per-round 5 \
+        --local-steps 10 --dirichlet 0.1 --steps 200
     scalopt report runs/default                     re-render from records, never trains
     scalopt list
     scalopt check adam --lr 1e-3 --lr-decay "1/sqrt(t)" --beta2 "1-1/t"
@@ -85,6 +87,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:22s} {doc}")
     print("distributed algorithms (scalopt train --workers N --algorithm NAME; list --algorithm NAME):")
     print("  " + ", ".join(algorithms.names()))
+    from scalopt.federated import registry as federated
+
+    print("federated algorithms (scalopt train --optimizer NAME --clients N --dirichlet ALPHA ...):")
+    for name in federated.names():
+        print(f"  {name:22s} {federated.summary(name)}")
     print("suites:")
     for name in suites.names():
         print(f"  {name:22s} {suites.summary(name)}")
@@ -126,9 +133,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from scalopt.bench.preflight import check_spec
     from scalopt.report import render
 
+    federated = _federated_settings(args)
     if args.workers > 1 and args.algorithm is None:
         args.algorithm = "data-parallel"
-    _check_names(workload=args.workload, optimizer=args.optimizer, algorithm=args.algorithm)
+    _check_names(
+        workload=args.workload, optimizer=None if federated else args.optimizer, algorithm=args.algorithm
+    )
     if args.algorithm is not None:
         from scalopt.distributed import registry as algorithms
 
@@ -143,6 +153,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.lr is not None:
         hparams["lr"] = args.lr
     overrides = parse_pairs(args.workload_set, "--workload-set")
+    if federated and args.optimizer in ("fedavg", "fedadam") and "lr" in hparams:
+        hparams["local_hparams"] = {**hparams.get("local_hparams", {}), "lr": hparams.pop("lr")}
     try:
         from scalopt import workloads
 
@@ -160,8 +172,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
             algorithm=args.algorithm,
             algorithm_args=parse_pairs(args.algorithm_set, "--algorithm-set"),
             network=network,
+            federated=federated,
         )
-        check_spec(spec)
+        if federated:
+            _check_federated(spec)
+        else:
+            check_spec(spec)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     out = Path(args.out) if args.out else train_out_dir(spec)
@@ -192,6 +208,37 @@ def _run(specs: list[Any], out: Path, args: argparse.Namespace, *, suite: str, a
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished runs are kept; {again} finishes the rest", file=sys.stderr)
         raise
+
+
+FEDERATED_FLAGS = ("clients", "clients_per_round", "local_steps", "dirichlet", "min_clients")
+
+
+def _federated_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The partition/participation flags of a federated ``train`` (empty for any other optimizer)."""
+    from scalopt.bench.federated_run import DEFAULTS
+    from scalopt.federated import registry as federated
+
+    given = {k: getattr(args, k) for k in FEDERATED_FLAGS if getattr(args, k) is not None}
+    if args.optimizer not in federated.names():
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags} apply to federated algorithms only ({', '.join(federated.names())})")
+        return {}
+    if args.workers > 1 or args.algorithm is not None:
+        raise UsageError(f"{args.optimizer} is simulated in one process: drop --workers and --algorithm")
+    return {**{k: DEFAULTS[k] for k in FEDERATED_FLAGS}, **given}
+
+
+def _check_federated(spec: Any) -> None:
+    """Bad federated settings or algorithm arguments raise ValueError before anything trains."""
+    import torch
+
+    from scalopt.bench.federated_run import federated_config
+    from scalopt.federated import registry as federated
+
+    cfg = federated_config(spec)
+    keys = ("local_steps", "clients_per_round", "min_clients")
+    federated.build(spec.optimizer, [torch.zeros(1)], **{k: cfg[k] for k in keys}, **spec.hparams)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -353,6 +400,14 @@ def _parser(registry_help: bool = True) -> argparse.ArgumentParser:
     t.add_argument(
         "--network", help="emulated network for every collective: LATENCY_S,BYTES_PER_S (default: none)"
     )
+    f = t.add_argument_group(
+        "federated (--optimizer fedavg | fedadam | fedlada | local-adam; steps = rounds)"
+    )
+    f.add_argument("--clients", type=int, help="number of clients n (default 20)")
+    f.add_argument("--clients-per-round", type=int, help="clients sampled per round S (default 5)")
+    f.add_argument("--local-steps", type=int, help="local steps per client per round K (default 10)")
+    f.add_argument("--dirichlet", type=float, help="label-skew concentration alpha; inf = IID (default 1)")
+    f.add_argument("--min-clients", type=int, help="fewest good clients a round needs (default 1)")
     run_options(t, "runs/train-WORKLOAD-OPTIMIZER-CONFIGHASH, one folder per configuration")
     t.set_defaults(func=_cmd_train)
 

@@ -30,4 +30,7 @@ def build(name: str, params: Iterable[Any], **kwargs: Any) -> FederatedAlgorithm
     """The algorithm ``name`` over ``params``; ``kwargs`` are its constructor's keyword arguments."""
     if name not in ALGORITHMS:
         raise ValueError(f"unknown federated algorithm {name!r}; valid names: {', '.join(names())}")
-    return ALGORITHMS[name][0](params, **kwargs)
+    try:
+        return ALGORITHMS[name][0](params, **kwargs)
+    except TypeError as exc:  # an unknown keyword: name it as a bad argument
+        raise ValueError(f"{name}: {exc}") from None

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from scalopt.bench.spec import config_id
+from scalopt.report.federated import is_federated, section
 from scalopt.report.figures import loss_figure
 from scalopt.report.frontier import frontier_figure
 from scalopt.report.markdown import document
@@ -28,6 +29,8 @@ def render(out_dir: str | Path) -> Path:
     for i, spec in enumerate(suite.get("specs", [])):
         order.setdefault(config_id(spec), i)
     groups = sorted(group_runs(runs), key=lambda g: order.get(g.config_id, len(order)))
+    federated = section([g for g in groups if is_federated(g)], out_dir)
+    groups = [g for g in groups if not is_federated(g)]
     figures: dict[str, list[Path]] = {}
     for workload in dict.fromkeys(g.workload for g in groups):
         for axis in ("step", "wall", "bytes"):
@@ -38,7 +41,7 @@ def render(out_dir: str | Path) -> Path:
         if path is not None:
             figures.setdefault(workload, []).append(path)
     report = out_dir / REPORT
-    report.write_text(document(suite, groups, runs, figures))
+    report.write_text(document(suite, groups, runs, figures, federated))
     return report
 
 

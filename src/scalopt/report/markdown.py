@@ -109,7 +109,11 @@ def environment(runs: list[Run]) -> list[str]:
 
 
 def document(
-    suite: dict[str, Any], groups: list[Group], runs: list[Run], figures: dict[str, list[Path]]
+    suite: dict[str, Any],
+    groups: list[Group],
+    runs: list[Run],
+    figures: dict[str, list[Path]],
+    extra: list[str] | None = None,
 ) -> str:
     out = [f"# scalopt report: suite `{suite.get('suite', 'custom')}`", ""]
     out += environment(runs)
@@ -154,6 +158,7 @@ def document(
         for path in figures.get(workload, []):
             out.append(f"![{path.stem}]({path.name})")
         out.append("")
+    out += extra or []
     specs = sorted((r.spec for r in runs), key=lambda s: json.dumps(s, sort_keys=True))
     out += ["## Configuration", "", f"{len(specs)} runs in this report, one JSON line each:", "", "```json"]
     out += [json.dumps(s, sort_keys=True) for s in specs] + ["```", ""]
