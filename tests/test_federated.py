@@ -68,7 +68,10 @@ def test_fedlada_one_client_one_step_alpha1_is_one_amsgrad_step():
     run_rounds(algo, clients, model, 1)
     g = ref.grad(*data[0], x0())
     m, v = (1 - b1) * g, b2 * eps**2 + (1 - b2) * g * g
-    expected = x0() - lr * m / np.sqrt(np.maximum(eps**2, v))
+    expected = x0() - lr * m / np.sqrt(np.maximum(eps**2, v))  # AMSGrad, v warm-started at ε²
+    v_bar, g_a = np.full(DIM, eps**2), np.zeros(DIM)
+    oracle, _ = ref.fedlada_client(x0(), v_bar, g_a, *data[0], K=1, lr=lr, beta1=b1, beta2=b2, alpha=1.0)
+    np.testing.assert_allclose(oracle, expected, rtol=1e-12)
     np.testing.assert_allclose(algo.x[0].double().numpy(), expected, rtol=1e-5, atol=1e-7)
 
 

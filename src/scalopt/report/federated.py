@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scalopt.report.markdown import _bytes as human_bytes  # noqa: E402
 from scalopt.report.summary import Group  # noqa: E402
 
 TARGET_FRACTION = 0.9
@@ -66,7 +67,7 @@ def _fmt(v: float, spec: str) -> str:
 
 
 def _mb(v: float) -> str:
-    return "—" if not math.isfinite(v) else f"{v / 1e6:.1f} MB"
+    return "—" if not math.isfinite(v) else human_bytes(v)
 
 
 def _stats(group: Group, target: float) -> dict[str, Any]:
