@@ -12,7 +12,7 @@ from scalopt.bench import federated_run as fr
 from scalopt.bench import run_specs
 from scalopt.bench.records import read_header, read_rows
 from scalopt.bench.suites import get
-from scalopt.bench.suites.federated import ALPHAS, BEST, LABELS, SWEEPS
+from scalopt.bench.suites.federated import ALPHAS, BEST, LABELS, SWEEPS, TARGETS
 from scalopt.federated import registry as algorithms
 from scalopt.report import render
 
@@ -28,7 +28,7 @@ def test_suite_matches_the_protocol():
             "local_steps": 10,
             "dirichlet": s.federated["dirichlet"],
         }
-    assert {s.federated["dirichlet"] for s in specs} == set(ALPHAS)
+    assert {s.federated["dirichlet"] for s in specs} == set(ALPHAS) == set(TARGETS)
     for alpha in ALPHAS:
         for name in LABELS:
             assert BEST[alpha][name] in SWEEPS[name]
