@@ -10,7 +10,11 @@ same way:
   parameter before anything changes; ``"skip"`` leaves parameters and state untouched and counts
   the skip;
 - a clear error for sparse gradients unless the class sets ``supports_sparse``;
-- optimizer-wide counters that travel in ``state_dict`` and feed ``metrics()``.
+- optimizer-wide counters that travel in ``state_dict`` and feed ``metrics()``;
+- parameters sharded by FSDP2 (DTensors): ``grads_by_group`` hands out the local shards,
+  ``state_key`` maps a shard back to its parameter (the key of ``self.state``), and the global
+  gradient norm and the non-finite decision are reduced over the device mesh
+  (``scalopt.core.sharded``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from scalopt.core.sharded import ShardReduce, is_dtensor, local, reject_dtensor
 from scalopt.core.validate import check_choice
 
 #: the non-finite policies every scalopt optimizer and distributed wrapper accepts
@@ -66,11 +71,15 @@ class ScaloptOptimizer(torch.optim.Optimizer):
     #: name -> check(name, value) for every per-group hyperparameter; run on defaults and new groups.
     hyperparameters: ClassVar[Mapping[str, Validator]] = {}
     supports_sparse: ClassVar[bool] = False
+    #: why the algorithm cannot step FSDP2 shards (None: it can); such optimizers reject DTensors
+    dtensor_unsupported: ClassVar[str | None] = None
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any], *, nonfinite: str = "raise") -> None:
         self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
         self._counters: dict[str, float] = {"steps": 0, "skipped_steps": 0}
         self._last: dict[str, float] = {}
+        self._shard_keys: dict[int, torch.Tensor] = {}
+        self._reduce = ShardReduce([])
         self._validate_group(defaults)
         super().__init__(params, defaults)
 
@@ -83,6 +92,8 @@ class ScaloptOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         try:
+            if self.dtensor_unsupported is not None:
+                reject_dtensor(type(self).__name__, self.param_groups[-1]["params"], self.dtensor_unsupported)
             self._validate_group(self.param_groups[-1])
         except ValueError:
             self.param_groups.pop()
@@ -105,8 +116,13 @@ class ScaloptOptimizer(torch.optim.Optimizer):
     def grads_by_group(
         self,
     ) -> list[tuple[dict[str, Any], list[int], list[torch.Tensor], list[torch.Tensor]]]:
-        """(group, indices, params, grads) for every group with at least one gradient."""
+        """(group, indices, params, grads) for every group with at least one gradient.
+
+        FSDP2-sharded parameters come as their local shards (and gradients); ``state_key`` maps such a
+        shard back to the parameter that keys ``self.state``."""
         out = []
+        self._shard_keys = {}
+        found = []
         for group in self.param_groups:
             idx, params, grads = [], [], []
             for i, p in enumerate(group["params"]):
@@ -118,11 +134,20 @@ class ScaloptOptimizer(torch.optim.Optimizer):
                         f"({self.param_name(group, i)}); build the embedding with sparse=False"
                     )
                 idx.append(i)
-                params.append(p)
-                grads.append(p.grad)
+                found.append(p)
+                if is_dtensor(p):
+                    self._shard_keys[id(local(p))] = p
+                params.append(local(p))
+                grads.append(local(p.grad))
             if params:
                 out.append((group, idx, params, grads))
+        self._reduce = ShardReduce(found)
         return out
+
+    def state_key(self, p: torch.Tensor) -> torch.Tensor:
+        """The parameter that keys ``self.state`` for ``p`` (a local shard from ``grads_by_group``, or
+        a parameter itself)."""
+        return self._shard_keys.get(id(p), p)
 
     def check_finite(
         self, batches: list[tuple[dict[str, Any], list[int], list[torch.Tensor], list[torch.Tensor]]]
@@ -136,11 +161,16 @@ class ScaloptOptimizer(torch.optim.Optimizer):
         for _, _, _, grads in batches:
             norms.extend(torch._foreach_norm(grads))
         ref = norms[0]
-        acc = torch.promote_types(ref.dtype, torch.float32)  # bf16/fp16 norms are summed in float32
-        total = torch.linalg.vector_norm(torch.stack([n.to(ref.device, acc) for n in norms]))
+        if self._reduce.active:  # FSDP2 shards: the norm over all ranks (float64 sums)
+            total = self._reduce.norm(norms)
+        else:
+            acc = torch.promote_types(ref.dtype, torch.float32)  # bf16/fp16 norms are summed in float32
+            total = torch.linalg.vector_norm(torch.stack([n.to(ref.device, acc) for n in norms]))
         if bool(torch.isfinite(total)):
             return total
         bad = self._first_nonfinite(batches)
+        if bad is None and self._reduce.active:
+            bad = "a gradient shard of another rank"
         if bad is None:  # finite gradients whose squared norm overflowed float32
             return torch.linalg.vector_norm(torch.stack([n.to(ref.device, torch.float64) for n in norms]))
         if self.nonfinite == "raise":

@@ -181,7 +181,7 @@ class ChainOptimizer(ScaloptOptimizer):
     def _init_state(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[dict[str, Any]]:
         states = []
         for p in params:
-            state = self.state[p]
+            state = self.state[self.state_key(p)]
             if not state:
                 state["step"] = 0
                 like = working_view(p)
@@ -252,9 +252,12 @@ class ChainOptimizer(ScaloptOptimizer):
         """The non-finite policy on the new values (or steps): True when the step may be committed."""
         flat = [t for vs in values for t in vs]
         bad = first_nonfinite(flat)
-        if bad is None:
+        if not self._reduce.any(bad is not None):  # FSDP2 shards: every rank decides alike
             return True
+        name = "a parameter shard of another rank"
         for b, vs in zip(batches, values):
+            if bad is None:
+                break
             if bad < len(vs):
                 name = self.param_name(b.group, b.indices[bad])
                 break

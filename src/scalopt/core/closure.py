@@ -66,6 +66,10 @@ class SecondOrderOptimizer(ScaloptOptimizer):
     """Base of the optimizers that take a loss closure and form Hessian-vector products."""
 
     closure_protocol: ClassVar[str] = LOSS
+    dtensor_unsupported = (
+        "its Hessian-vector products differentiate the gradient with respect to the parameters, which "
+        "FSDP2 all-gathers and frees around each forward and backward; train it unsharded or with DDP"
+    )
 
     def __init__(
         self, params: Iterable[Any], defaults: dict[str, Any], *, seed: int = 0, nonfinite: str = "raise"

@@ -45,6 +45,7 @@ import torch
 import torch.multiprocessing  # noqa: F401 - shared-memory tensor reductions for the workers
 from torch import nn
 
+from scalopt.core.sharded import reject_dtensor
 from scalopt.core.validate import check_choice, check_int, check_nonnegative, check_positive
 from scalopt.distributed.launcher import process_context, supervise
 
@@ -152,6 +153,11 @@ def hogwild(
     if lr is not None and not isinstance(lr, Diminishing):
         raise ValueError(f"lr must be a Diminishing schedule or None, got {lr!r}")
     model = workload.init_model(torch.Generator().manual_seed(init_seed))
+    reject_dtensor(
+        "hogwild",
+        list(model.parameters()),
+        "its workers write whole parameters in shared memory without locks",
+    )
     model.share_memory()
     ctx = process_context(start_method)
     counter = ctx.Value("q", 0)

@@ -36,6 +36,7 @@ from torch import nn
 
 from scalopt.core.base import NONFINITE_POLICIES, call_closure, first_nonfinite
 from scalopt.core.comm import Comm, check_comm, comm_counters
+from scalopt.core.sharded import reject_dtensor
 from scalopt.core.validate import check_bool, check_choice
 
 
@@ -104,6 +105,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         check_not_ddp(module, optimizer)
+        self.check_local(optimizer.param_groups)
         self.optimizer = optimizer
         self.comm = check_comm(comm)
         self.module = module
@@ -145,9 +147,22 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not self._sharing:  # Optimizer.__init__ re-adding the inner groups
             return
+        self.check_local([param_group])
         self.optimizer.add_param_group(param_group)
         self.broadcast_model(self.param_groups[-1]["params"])
         self.layout_changed()
+
+    def check_local(self, groups: list[dict[str, Any]]) -> None:
+        """``ValueError`` for FSDP2-sharded (DTensor) parameters: the wrappers average whole parameters
+        over their own Comm, while FSDP2 already reduce-scatters gradients over its mesh."""
+        params = [p for g in groups for p in ([g["params"]] if torch.is_tensor(g["params"]) else g["params"])]
+        reject_dtensor(
+            type(self).__name__,
+            params,
+            "it averages whole parameters over its own comm, while FSDP2 already shards them and "
+            "reduce-scatters their gradients over its device mesh; use a plain scalopt optimizer on the "
+            "FSDP2 model, or this wrapper on the unsharded model",
+        )
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)

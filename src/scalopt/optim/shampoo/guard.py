@@ -113,8 +113,8 @@ class Snapshot:
         """``fresh``: ids of the parameters that had no state before this step's plans were made."""
         states: dict[torch.Tensor, dict[str, Any] | None] = {}
         for p in params:
-            s = None if id(p) in fresh else opt.state.get(p)
-            states[p] = {k: _copy(v) for k, v in s.items()} if s else None
+            s = None if id(p) in fresh else opt.state.get(opt.state_key(p))
+            states[opt.state_key(p)] = {k: _copy(v) for k, v in s.items()} if s else None
         return cls(states, counters, last)
 
     def restore(self, opt: Any) -> None:
@@ -134,15 +134,15 @@ def first_nonfinite_state(opt: Any, found: list[Any]) -> str:
     """Where the first non-finite state entry of this step's parameters is, for the error message."""
     for group, indices, params, _ in found:
         for i, p in zip(indices, params):
-            for k, v in opt.state[p].items():
+            for k, v in opt.state[opt.state_key(p)].items():
                 if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all()):
                     return f"{k!r} of {opt.param_name(group, i)} ({nonfinite_report(v)})"
     return "the state of another rank"
 
 
-def measure(states: list[dict[str, Any]], comm: Any) -> tuple[float, float]:
+def measure(states: list[dict[str, Any]], comm: Any, shards: Any = None) -> tuple[float, float]:
     """(max |entry| of the bounded accumulators, max |entry| of every tensor) over ``states`` and all
-    ranks; a NaN counts as inf."""
+    ranks (of ``comm``, or of the FSDP2 mesh through ``shards``: a ``ShardReduce``); a NaN counts as inf."""
     bounded, other = [], []
     for s in states:
         for k, v in s.items():
@@ -157,5 +157,7 @@ def measure(states: list[dict[str, Any]], comm: Any) -> tuple[float, float]:
     out[1] = torch.maximum(out[0], out[1])
     if comm is not None and comm.world_size > 1:
         out = torch.stack(list(comm.all_gather(out))).max(dim=0).values
+    if shards is not None and shards.active:
+        out = shards.max(out)
     a, b = out.tolist()
     return a, b

@@ -221,6 +221,11 @@ class Shampoo(ScaloptOptimizer):
     def step(self, closure: Any = None) -> Any:
         loss = call_closure(closure)
         found = self.grads_by_group()
+        if self._reduce.active and self._dist is not None:
+            raise ValueError(
+                "Shampoo(comm=...) averages gradients itself; parameters sharded by FSDP2 already have "
+                "reduced gradients: drop comm= (each rank then preconditions its own shards)"
+            )
         if self._dist is not None:
             found = self._dist.average(found)
         before = (dict(self._counters), dict(self._last))
@@ -275,8 +280,9 @@ class Shampoo(ScaloptOptimizer):
         measured = None
         if check is not None:
             # B unknown (after load_state_dict): measure the state of every parameter, not only this step's
-            states = [self.state[p] for p in check] if self._guard.bound is not None else self.state.values()
-            measured = measure(list(states), self.comm)
+            known = self._guard.bound is not None
+            states = [self.state[self.state_key(p)] for p in check] if known else self.state.values()
+            measured = measure(list(states), self.comm, self._reduce)
             if not math.isfinite(measured[1]):
                 return measured
         # refresh roots
@@ -329,11 +335,11 @@ class Shampoo(ScaloptOptimizer):
                 f"Shampoo does not support complex parameters ({self.param_name(group, complex_[0])}); "
                 f"optimize torch.view_as_real of it instead"
             )
-        self._fresh.update(id(p) for p in params if not self.state.get(p))
+        self._fresh.update(id(p) for p in params if not self.state.get(self.state_key(p)))
         plan = GroupPlan(
             group,
             params,
-            lambda p: self.state[p],
+            lambda p: self.state[self.state_key(p)],
             lambda pos: self.param_name(group, indices[pos]),
             rank=self.rank,
             world_size=self.world_size,
