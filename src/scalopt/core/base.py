@@ -161,11 +161,7 @@ class ScaloptOptimizer(torch.optim.Optimizer):
         for _, _, _, grads in batches:
             norms.extend(torch._foreach_norm(grads))
         ref = norms[0]
-        if self._reduce.active:  # FSDP2 shards: the norm over all ranks (float64 sums)
-            total = self._reduce.norm(norms)
-        else:
-            acc = torch.promote_types(ref.dtype, torch.float32)  # bf16/fp16 norms are summed in float32
-            total = torch.linalg.vector_norm(torch.stack([n.to(ref.device, acc) for n in norms]))
+        total = self.global_norm(norms)
         if bool(torch.isfinite(total)):
             return total
         bad = self._first_nonfinite(batches)
@@ -180,6 +176,15 @@ class ScaloptOptimizer(torch.optim.Optimizer):
             )
         self._counters["skipped_steps"] += 1
         return None
+
+    def global_norm(self, norms: list[torch.Tensor]) -> torch.Tensor:
+        """‖(n_1, …, n_k)‖ of per-tensor norms of this step's tensors (from ``grads_by_group``): over all
+        ranks for FSDP2 shards (float64 sums), else summed in float32 or the norms' dtype if wider."""
+        if self._reduce.active:
+            return self._reduce.norm(norms)
+        ref = norms[0]
+        acc = torch.promote_types(ref.dtype, torch.float32)  # bf16/fp16 norms are summed in float32
+        return torch.linalg.vector_norm(torch.stack([n.to(ref.device, acc) for n in norms]))
 
     def accept_step(self, batches: list[Any]) -> torch.Tensor | None:
         """The global gradient norm if this step goes ahead (counted, recorded), else ``None``:

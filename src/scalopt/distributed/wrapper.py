@@ -147,6 +147,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if not self._sharing:  # Optimizer.__init__ re-adding the inner groups
             return
+        params = param_group["params"]
+        param_group = {**param_group, "params": [params] if torch.is_tensor(params) else list(params)}
         self.check_local([param_group])
         self.optimizer.add_param_group(param_group)
         self.broadcast_model(self.param_groups[-1]["params"])
@@ -155,10 +157,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def check_local(self, groups: list[dict[str, Any]]) -> None:
         """``ValueError`` for FSDP2-sharded (DTensor) parameters: the wrappers average whole parameters
         over their own Comm, while FSDP2 already reduce-scatters gradients over its mesh."""
-        params = [p for g in groups for p in ([g["params"]] if torch.is_tensor(g["params"]) else g["params"])]
         reject_dtensor(
             type(self).__name__,
-            params,
+            [p for g in groups for p in g["params"]],
             "it averages whole parameters over its own comm, while FSDP2 already shards them and "
             "reduce-scatters their gradients over its device mesh; use a plain scalopt optimizer on the "
             "FSDP2 model, or this wrapper on the unsharded model",

@@ -21,8 +21,7 @@ class normalize_by_global_norm:  # noqa: N801 - transforms are verbs
         norms: list[torch.Tensor] = []
         for b in batches:
             norms.extend(torch._foreach_norm(b.updates))
-        ref = norms[0]
-        total = float(torch.linalg.vector_norm(torch.stack([n.to(ref.device, torch.float64) for n in norms])))
+        total = float(ctx.optimizer.global_norm([n.double() for n in norms]))  # over all ranks' shards
         ctx.optimizer.record("update_norm", total)
         for b in batches:
             b.scale(1.0 / (total + b.group["eps"]))

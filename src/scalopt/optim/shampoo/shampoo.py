@@ -242,6 +242,8 @@ class Shampoo(ScaloptOptimizer):
         params = [p for plan, _ in work for p in plan.params]
         g = effective_norm(groups, [plan.params for plan, _ in work], float(grad_norm))
         bound = self._guard.next_bound(groups, g)
+        if self._reduce.active:  # FSDP2 shards: every rank takes the same path (measure is a collective)
+            bound = float(self._reduce.max(torch.tensor([bound], dtype=torch.float64))[0])
         if bound <= StepGuard.limit(params):  # no entry can overflow: in place, nothing to check
             self._run(work, None)
             self._guard.bound = bound
