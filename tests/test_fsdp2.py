@@ -56,7 +56,7 @@ def test_shampoo_equals_single_process_with_the_same_blocking():
 
 def test_shampoo_uneven_shards_run_and_stay_finite():
     # dims 5, 3 and 1 split 3+2, 2+1 and 1+0 (rank 1 holds an empty shard of the last layer)
-    for sharded, single in launch(sharded_vs_single, 2, "shampoo", SHAMPOO, (6, 5, 3, 1), 5):
+    for sharded, _single in launch(sharded_vs_single, 2, "shampoo", SHAMPOO, (6, 5, 3, 1), 5):
         assert all(bool(torch.isfinite(p).all()) for p in sharded)
         assert not all(torch.equal(a, b) for a, b in zip(sharded, mlp_start((6, 5, 3, 1))))
 
