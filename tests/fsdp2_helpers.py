@@ -137,3 +137,35 @@ class ShardedWorkload:
 
     def init_model(self, generator: torch.Generator) -> nn.Module:
         return shard(mlp(0, (4, 8, 2)), self.world_size)
+
+
+def dcp_resume(comm: Any, name: str, kw: dict[str, Any], sizes: tuple[int, ...], path: str) -> Any:
+    """(uninterrupted run, resumed run) of 4 steps, checkpointed with DCP after 2; ``comm is None``
+    (or world size 1 loading another's checkpoint): load ``path`` into an unsharded model and finish."""
+    from scalopt.distributed.dcp import load_dcp, save_dcp
+
+    ws = 1 if comm is None else comm.world_size
+
+    def build() -> tuple[nn.Module, torch.optim.Optimizer]:
+        model = mlp(0, sizes)
+        if ws > 1:
+            shard(model, ws)
+        return model, registry.build(name, model.parameters(), **kw)
+
+    if ws == 1:
+        model, opt = build()
+        try:
+            load_dcp(path, model, opt)
+        except ValueError as exc:
+            return str(exc)
+        train(model, opt, sizes, 2, 4)
+        return full(model)
+    model, opt = build()
+    train(model, opt, sizes, 0, 2)
+    save_dcp(path, model, opt)
+    train(model, opt, sizes, 2, 4)
+    ref = full(model)
+    model, opt = build()
+    load_dcp(path, model, opt)
+    train(model, opt, sizes, 2, 4)
+    return ref, full(model), opt.metrics()["steps"]

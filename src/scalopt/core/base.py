@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from scalopt.core.sharded import ShardReduce, is_dtensor, local, reject_dtensor
+from scalopt.core.sharded import ShardReduce, is_dtensor, local, reject_dtensor, shard_of
 from scalopt.core.validate import check_choice
 
 #: the non-finite policies every scalopt optimizer and distributed wrapper accepts
@@ -220,8 +220,27 @@ class ScaloptOptimizer(torch.optim.Optimizer):
             out[name] = float(value.item() if isinstance(value, torch.Tensor) else value)
         return out
 
+    def export_shard_state(self, p: torch.Tensor, state: dict[str, Any]) -> dict[str, Any]:
+        """The saved form of the state of FSDP2 parameter ``p`` (kept as local tensors while stepping):
+        entries shaped like the local shard become DTensors sharded like ``p``, so
+        ``torch.distributed.checkpoint`` saves each rank's part and reshards them to another world size."""
+        return {k: shard_of(v, p) for k, v in state.items()}
+
+    def import_shard_state(self, p: torch.Tensor, state: dict[str, Any]) -> dict[str, Any]:
+        """The inverse of ``export_shard_state``: DTensor entries become this rank's local tensors."""
+        return {k: (local(v).clone() if is_dtensor(v) else v) for k, v in state.items()}
+
+    def _flat_params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
+        params = self._flat_params()
+        if any(is_dtensor(p) for p in params):
+            sd["state"] = {
+                i: (self.export_shard_state(params[i], st) if is_dtensor(params[i]) else st)
+                for i, st in sd["state"].items()
+            }
         last = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._last.items()}
         sd["scalopt"] = {"counters": dict(self._counters), "last": last, "optimizer": type(self).__name__}
         return sd
@@ -250,6 +269,9 @@ class ScaloptOptimizer(torch.optim.Optimizer):
         extra = state_dict.pop("scalopt", None)
         self._check_owner(state_dict, extra)
         super().load_state_dict(state_dict)
+        for p in self._flat_params():
+            if is_dtensor(p) and p in self.state:
+                self.state[p] = self.import_shard_state(p, self.state[p])
         if extra is not None:
             self._counters = dict(extra["counters"])
             self._last = dict(extra.get("last", {}))

@@ -103,3 +103,23 @@ class ShardReduce:
         if not self.active:
             return flag
         return bool(self.sum(torch.tensor([float(flag)], dtype=torch.float64))[0] > 0)
+
+
+def shard_of(value: Any, p: torch.Tensor) -> Any:
+    """A state tensor of FSDP2 parameter ``p`` shaped like its local shard, as a DTensor sharded the way
+    ``p`` is (what ``torch.distributed.checkpoint`` saves and reshards); other values as they are."""
+    if isinstance(value, torch.Tensor) and not is_dtensor(value) and value.shape == local(p).shape:
+        return DTensor.from_local(
+            value, p.device_mesh, p.placements, run_check=False, shape=p.shape, stride=p.stride()
+        )
+    return value
+
+
+def shard_rank(p: torch.Tensor) -> tuple[int, int]:
+    """(this rank's coordinate, number of shards) over the mesh dimensions ``p`` is sharded on."""
+    rank, size = 0, 1
+    for d, pl in enumerate(p.placements):
+        if pl.is_shard():
+            rank = rank * p.device_mesh.size(d) + p.device_mesh.get_local_rank(d)
+            size *= p.device_mesh.size(d)
+    return rank, size

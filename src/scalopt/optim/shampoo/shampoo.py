@@ -89,6 +89,7 @@ import torch
 
 from scalopt.core.base import ScaloptOptimizer, call_closure
 from scalopt.core.comm import check_comm
+from scalopt.core.sharded import is_dtensor
 from scalopt.core.validate import (
     check_betas,
     check_bool,
@@ -99,6 +100,7 @@ from scalopt.core.validate import (
     check_nonnegative,
 )
 from scalopt.linalg import ROOT_METHODS
+from scalopt.optim.shampoo import sharded
 from scalopt.optim.shampoo.distributed import DistributedStep, check_shard
 from scalopt.optim.shampoo.grafting import GRAFTINGS
 from scalopt.optim.shampoo.guard import Snapshot, StepGuard, effective_norm, first_nonfinite_state, measure
@@ -397,12 +399,17 @@ class Shampoo(ScaloptOptimizer):
         id_map = dict(zip(saved_ids, params))
         for k, v in state.items():
             p = id_map[k]
+            if is_dtensor(p):
+                v = sharded.import_state(p, v, f"parameter {k} (shape {tuple(p.shape)})")
             self.state[p] = {
                 n: (x.to(device=p.device, copy=True) if isinstance(x, torch.Tensor) else x)
                 for n, x in v.items()
             }
         self._plans = {}
         self._guard.bound = None  # measured at the next step
+
+    def export_shard_state(self, p: torch.Tensor, state: dict[str, Any]) -> dict[str, Any]:
+        return sharded.export_state(p, state)
 
     def close(self) -> None:
         """Stop the background root worker (async_roots); pending roots are waited for first."""
