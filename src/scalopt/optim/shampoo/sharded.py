@@ -47,8 +47,4 @@ def import_state(p: torch.Tensor, state: dict[str, Any], name: str) -> dict[str,
             f"resharded: resume with world size {saved or 1}"
         )
     prefix = f"rank{r}."
-    return {
-        k[len(prefix) :]: v
-        for k, v in state.items()
-        if k.startswith(prefix) and k != prefix + "shards"
-    }
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and k != prefix + "shards"}
