@@ -30,6 +30,12 @@ factors. ``block_size`` is Meta's ``max_preconditioner_dim``. A parameter with a
 (an embedding table), a 0-D one, and unless ``precondition_1d`` a vector, take the graft alone;
 with ``precondition_1d`` a vector gets P = (L̂ + ε·I)^(−1/2) g.
 
+FSDP2 (``fully_shard``; ``sharded.py``): each rank blocks and preconditions its local dim-0 shard
+of W (rows r·⌈d0/N⌉ … of N ranks) with rank-local statistics and roots; no parameter is gathered.
+The preconditioner is then block-diagonal over the shards too: a block never spans two ranks' rows,
+so it equals single-process Shampoo only where the shards fit the blocking (d0/N a multiple of
+``block_size`` or ≤ it); otherwise it is a finer blocking. Its state reloads only at that N.
+
 Roots (``refresh.py``, ``scalopt.linalg``): ``root_method`` "eigh" or "newton" (coupled Newton) in
 ``root_dtype`` with a float64 retry; a failed root keeps the previous one (identity before the first
 success) and warns; more than 3 consecutive failing root steps raise.
