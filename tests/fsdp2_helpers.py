@@ -26,6 +26,8 @@ ELEMENTWISE = {
     "clipped-sgd": {"lr": 0.1, "max_norm": 0.05, "momentum": 0.9},
     "normalized-sgd": {"lr": 1e-2},
     "generalized-signsgd": {"lr": 1e-2},
+    "trsgd": {"lr": 0.1, "period": 2},
+    "tradam": {"lr": 1e-2, "period": 2},
 }
 SHAMPOO = dict(lr=1e-2, block_size=4, precondition_frequency=2, root_dtype=torch.float64, momentum=0.5)
 
@@ -104,7 +106,14 @@ def nan_on_one_rank(comm: Any) -> dict[str, Any]:
 
 def rejections(comm: Any) -> dict[str, str]:
     """The errors of the wrappers and closure optimizers given FSDP2-sharded parameters."""
-    from scalopt.distributed import CELGC, DataParallelOptimizer, EfficientAdam, LocalSGD, OverlapLocalSGD
+    from scalopt.distributed import (
+        CELGC,
+        DataParallelOptimizer,
+        EfficientAdam,
+        LocalSGD,
+        OneBitAdam,
+        OverlapLocalSGD,
+    )
     from scalopt.distributed.hogwild import hogwild
 
     model = shard(mlp(0, (4, 8, 2)), comm.world_size)
@@ -115,6 +124,8 @@ def rejections(comm: Any) -> dict[str, str]:
         "OverlapLocalSGD": lambda: OverlapLocalSGD(torch.optim.SGD(params, lr=0.1), period=2, comm=comm),
         "CELGC": lambda: CELGC(params, lr=0.1, max_norm=1.0, period=2, comm=comm),
         "EfficientAdam": lambda: EfficientAdam(params, comm=comm),
+        "OneBitAdam": lambda: OneBitAdam(params, comm=comm),
+        "MLBFGS": lambda: scalopt.MLBFGS(params),
         "OASIS": lambda: scalopt.OASIS(params),
         "HVPRVR": lambda: scalopt.HVPRVR(params),
         "hogwild": lambda: hogwild(ShardedWorkload(comm.world_size), partial(torch.optim.SGD, lr=0.1), 2, 1),

@@ -93,6 +93,11 @@ def _flat(ts: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 class MLBFGS(ScaloptOptimizer):
+    dtensor_unsupported = (
+        "its curvature pairs, two-loop recursion and normalisation are inner products over whole "
+        "blocks, which FSDP2 splits across ranks; use comm= (blocks sharded over ranks) on the "
+        "unsharded model, or DDP"
+    )
     hyperparameters = {
         "lr": check_lr,
         "momentum": lambda n, v: check_interval(n, v, 0.0, 1.0),
