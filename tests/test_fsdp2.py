@@ -80,20 +80,32 @@ def test_rejections():
             assert "does not accept parameters sharded by FSDP2" in msg, (name, msg)
 
 
-@pytest.mark.parametrize("name", ["adamw", "clipped-sgd", "shampoo"])
-def test_dcp_resume_bitwise_and_reshard(tmp_path, name):
-    from fsdp2_helpers import dcp_resume
+def test_dcp_resume_bitwise_every_optimizer_and_reshard(tmp_path):
+    """DCP checkpoint after 3 steps, resumed into a fresh model + optimizer for 2 more: bitwise equal
+    to the uninterrupted run for every optimizer stepped after backward() under DDP and FSDP2, for
+    Shampoo sharded by comm= and for EfficientAdam; the FSDP2 checkpoints of element-wise optimizers
+    load into 1 unsharded process (resharding), Shampoo's refuse naming both world sizes."""
+    from fsdp2_helpers import DCP_OPTIMIZERS, dcp_all_modes, dcp_load_unsharded
 
-    kw = SHAMPOO if name == "shampoo" else ELEMENTWISE[name]
-    sizes = (4, 8, 8)
-    path = str(tmp_path / "ckpt")
-    for ref, resumed, steps in launch(dcp_resume, 2, name, kw, sizes, path):
-        assert steps == 4.0
-        for a, b in zip(ref, resumed):
-            assert torch.equal(a, b)  # a resumed run continues bitwise
-    at_one = dcp_resume(None, name, kw, sizes, path)  # saved by 2 ranks, loaded by 1 process
-    if name == "shampoo":
-        assert "world size 2" in at_one and "world size 1" in at_one
-    else:
+    results = launch(dcp_all_modes, 2, str(tmp_path))
+    expected = {
+        "ddp": set(DCP_OPTIMIZERS),
+        "fsdp2": set(DCP_OPTIMIZERS) - {"mlbfgs"},
+        "shampoo-comm": {"shampoo-comm"},
+        "efficient-adam": {"efficient-adam"},
+    }
+    for rank_result in results:
+        for mode, per_name in rank_result.items():
+            assert set(per_name) == expected[mode]
+            for name, res in per_name.items():
+                assert not isinstance(res, str), (mode, name, res)
+                ref, resumed = res
+                assert all(torch.equal(a, b) for a, b in zip(ref, resumed)), (mode, name)
+    for name in expected["fsdp2"]:
+        at_one = dcp_load_unsharded(name, DCP_OPTIMIZERS[name], (4, 8, 8), str(tmp_path / f"fsdp2-{name}"))
+        if name == "shampoo":
+            assert "world size 2" in at_one and "world size 1" in at_one
+            continue
+        ref = results[0]["fsdp2"][name][0]
         for a, b in zip(ref, at_one):
             torch.testing.assert_close(a, b, rtol=RTOL, atol=ATOL)

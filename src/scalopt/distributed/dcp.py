@@ -3,25 +3,36 @@
     save_dcp(path, model, optimizer)      # a collective: every rank calls it
     load_dcp(path, model, optimizer)      # into a freshly built model and optimizer
 
-The optimizer goes through ``get_optimizer_state_dict`` / ``set_optimizer_state_dict`` (FQN-keyed,
-which DDP, FSDP2 and unwrapped models share). Under FSDP2, element-wise state saves as DTensors
-sharded like its parameter, so DCP reshards it: a checkpoint written by 2 ranks loads into 1
-process (or any other world size). Shampoo's rank-local blocks save per rank and load only at the
-same number of shards; another number raises ``ValueError`` naming both before anything is read.
-scalopt's own counters (``steps``, ``skipped_steps``, …), which the FQN-keyed state dict does not
-carry, travel as one extra entry, with the optimizer's class and shard count.
+Replicated or FSDP2-sharded optimizer state goes through ``get_optimizer_state_dict`` /
+``set_optimizer_state_dict`` (FQN-keyed; DDP, FSDP2 and unwrapped models alike). Under FSDP2,
+element-wise state saves as DTensors sharded like its parameter, so DCP reshards it: a checkpoint
+written by 2 ranks loads into 1 process (or any other world size). Shampoo's rank-local blocks save
+under per-rank keys and load only at the same number of shards; another number raises
+``ValueError`` naming both before anything else is read. State entries that exist only after some
+steps (mL-BFGS's curvature pairs, Shampoo's pending roots) are read from the checkpoint's metadata,
+not only from the fresh optimizer's template.
+
+Optimizers whose state differs per rank by design (the distributed wrappers: CELGC, LocalSGD,
+Overlap, EfficientAdam, OneBitAdam, …; Shampoo and mL-BFGS with ``comm=``, which split blocks over
+ranks) save each rank's ``state_dict()`` as that rank's own DCP entry and load it back with
+``load_state_dict``, which checks rank and world size. scalopt's counters (``steps``,
+``skipped_steps``, …), which the FQN-keyed state dict does not carry, travel as one extra entry.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
@@ -39,10 +50,21 @@ def _shards(optimizer: torch.optim.Optimizer) -> int:
         for p in g["params"]:
             if is_dtensor(p):
                 return shard_rank(p)[1]
-    return 1
+    comm = getattr(optimizer, "comm", None)
+    return 1 if comm is None else comm.world_size
 
 
-def _extra(optimizer: torch.optim.Optimizer) -> str:
+def _per_rank(optimizer: torch.optim.Optimizer) -> bool:
+    """True when every rank holds its own state (wrappers; block-sharded optimizers with comm=)."""
+    comm = getattr(optimizer, "comm", None)
+    return comm is not None and comm.world_size > 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _header(optimizer: torch.optim.Optimizer) -> str:
     counters = getattr(optimizer, "_counters", None)
     return json.dumps(
         {"optimizer": type(optimizer).__name__, "shards": _shards(optimizer), "counters": counters or {}}
@@ -51,12 +73,42 @@ def _extra(optimizer: torch.optim.Optimizer) -> str:
 
 def save_dcp(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Write model and optimizer state to ``path`` with DCP (every rank calls it)."""
-    state = {
-        "model": get_model_state_dict(model),
-        "optim": get_optimizer_state_dict(model, optimizer),
-        "scalopt": _extra(optimizer),
-    }
+    state: dict[str, Any] = {"model": get_model_state_dict(model), "scalopt": _header(optimizer)}
+    if _per_rank(optimizer):
+        buf = io.BytesIO()
+        torch.save(optimizer.state_dict(), buf)
+        state[f"rank{_rank()}"] = buf.getvalue()
+    else:
+        state["optim"] = get_optimizer_state_dict(model, optimizer)
     dcp.save(state, checkpoint_id=os.fspath(path))
+
+
+def _complete(template: dict[str, Any], metadata: Any) -> None:
+    """Make the optimizer template hold exactly the saved state entries: add those the fresh optimizer
+    lacks (with the saved shape; plain values as placeholders), drop those the checkpoint lacks."""
+    state = template["state"]
+    fqns = [f for g in template["param_groups"] for f in g["params"]]
+    saved = {k for k in metadata.state_dict_metadata if k.startswith("optim.state.")}
+    by_length = sorted(fqns, key=len, reverse=True)
+    for key in saved:
+        rest = key[len("optim.state.") :]
+        fqn = next((f for f in by_length if rest.startswith(f + ".")), None)
+        if fqn is None:
+            continue
+        entry = rest[len(fqn) + 1 :]
+        if entry in state.get(fqn, {}):
+            continue
+        meta = metadata.state_dict_metadata[key]
+        value: Any = 0
+        if isinstance(meta, TensorStorageMetadata):
+            value = torch.empty(meta.size, dtype=meta.properties.dtype)
+        state.setdefault(fqn, {})[entry] = value
+    for fqn in list(state):
+        for entry in list(state[fqn]):
+            if f"optim.state.{fqn}.{entry}" not in saved:
+                del state[fqn][entry]
+        if not state[fqn]:
+            del state[fqn]
 
 
 def load_dcp(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -68,15 +120,24 @@ def load_dcp(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.op
     name, shards = type(optimizer).__name__, _shards(optimizer)
     if saved["optimizer"] != name:
         raise ValueError(f"checkpoint {path!r} holds {saved['optimizer']} state, not {name} state")
-    if name in RANK_LOCAL and saved["shards"] != shards:
+    if (name in RANK_LOCAL or _per_rank(optimizer)) and saved["shards"] != shards:
         raise ValueError(
             f"checkpoint {path!r} holds {name} state saved at world size {saved['shards']}; this run has "
-            f"world size {shards}. {name} preconditions blocks of each rank's dim-0 shard, so its state "
-            f"cannot be resharded: resume with world size {saved['shards']}"
+            f"world size {shards}. Its state is split over ranks by world size and cannot be resharded: "
+            f"resume with world size {saved['shards']}"
         )
-    state = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optimizer)}
+    state: dict[str, Any] = {"model": get_model_state_dict(model)}
+    if _per_rank(optimizer):
+        state[f"rank{_rank()}"] = b""
+    else:
+        state["optim"] = get_optimizer_state_dict(model, optimizer)
+        metadata = dcp.FileSystemReader(path).read_metadata()
+        _complete(state["optim"], metadata)
     dcp.load(state, checkpoint_id=path)
     set_model_state_dict(model, state["model"])
-    set_optimizer_state_dict(model, optimizer, state["optim"])
+    if _per_rank(optimizer):
+        optimizer.load_state_dict(torch.load(io.BytesIO(state[f"rank{_rank()}"]), weights_only=True))
+        return
+    set_optimizer_state_dict(model, optimizer, state["optim"], options=StateDictOptions(strict=False))
     if hasattr(optimizer, "_counters"):
         optimizer._counters = dict(saved["counters"])

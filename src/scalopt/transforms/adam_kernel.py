@@ -16,7 +16,8 @@ m̂ = m/(1−β1^t), v̂ = v/(1−β2^t), in one call of torch's fused kernel (`
 float64 tensors (complex ones as ``view_as_real`` pairs), all on one device with one dtype, dense
 and contiguous (measured: torch's CPU kernel, torch.optim.AdamW(fused=True) included, gives wrong
 values when a parameter and its gradient have different strides), eps ≥ 1e-12, lr ≤ 1e3 and
-weight_decay, lr·weight_decay ≤ 1. The caller decides that the math
+weight_decay, lr·weight_decay ≤ 1 (FSDP2 parameters arrive as their local shards, plain tensors,
+so the kernel steps each rank's shard). The caller decides that the math
 is exactly Adam/AdamW (constant betas, bias correction, no step-size decay, no other transforms).
 
 Non-finite policy on the fused path. Gradients are checked by the optimizer before the kernel is
