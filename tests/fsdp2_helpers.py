@@ -57,8 +57,18 @@ def data(step: int, sizes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def train(model: nn.Module, opt: torch.optim.Optimizer, sizes: tuple[int, ...], t0: int, t1: int) -> None:
+    protocol = getattr(opt, "closure_protocol", None)
     for t in range(t0, t1):
         x, y = data(t, sizes)
+        if protocol is not None:  # OASIS, HVP-RVR: the optimizer differentiates the closure's loss
+
+            def closure(x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
+                return ((model(x) - y) ** 2).mean()
+
+            extra = data(t + 100, sizes)
+            sample = {"sample": lambda extra=extra: closure(*extra)} if protocol != "loss" else {}
+            opt.step(closure, **sample)
+            continue
         opt.zero_grad()
         ((model(x) - y) ** 2).mean().backward()
         opt.step()
@@ -175,7 +185,7 @@ DCP_OPTIMIZERS = {
 
 
 def dcp_all_modes(comm: Any, path: str) -> dict[str, Any]:
-    modes = ("ddp", "fsdp2", "shampoo-comm", "efficient-adam")
+    modes = ("ddp", "replicated", "fsdp2", "shampoo-comm", "efficient-adam")
     return {mode: dcp_every(comm, mode, path) for mode in modes}
 
 
@@ -193,6 +203,11 @@ def dcp_every(comm: Any, mode: str, path: str) -> dict[str, Any]:
     sizes = (4, 8, 8)
     if mode == "ddp":
         names = dict(DCP_OPTIMIZERS)
+    elif mode == "replicated":  # closure optimizers: a plain model on every rank (same data)
+        names = {
+            "oasis": {"lr": 0.5, "alpha": 1e-2, "eta0": 1e-2},
+            "hvp-rvr": {"lr": 1e-2, "reset_prob": 0.5},
+        }
     elif mode == "fsdp2":
         names = {k: v for k, v in DCP_OPTIMIZERS.items() if k != "mlbfgs"}
     else:
@@ -204,6 +219,8 @@ def dcp_every(comm: Any, mode: str, path: str) -> dict[str, Any]:
             return shard(model, comm.world_size), registry.build(name, model.parameters(), **kw)
         if mode == "shampoo-comm":
             return model, scalopt.Shampoo(model.parameters(), comm=TorchComm(), **SHAMPOO)
+        if mode == "replicated":
+            return model, registry.build(name, model.parameters(), **kw)
         if mode == "efficient-adam":
             return model, EfficientAdam(model.parameters(), comm=TorchComm(), lr=1e-2)
         return DDP(model), registry.build(name, model.parameters(), **kw)
@@ -224,5 +241,5 @@ def dcp_every(comm: Any, mode: str, path: str) -> dict[str, Any]:
             out[name] = f"{type(exc).__name__}: {exc}"
             continue
         train(model, opt, sizes, 3, 5)
-        out[name] = (ref, full(model))
+        out[name] = (ref, full(model), opt.metrics()["steps"])
     return out

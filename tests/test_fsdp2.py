@@ -83,6 +83,7 @@ def test_rejections():
 def test_dcp_resume_bitwise_every_optimizer_and_reshard(tmp_path):
     """DCP checkpoint after 3 steps, resumed into a fresh model + optimizer for 2 more: bitwise equal
     to the uninterrupted run for every optimizer stepped after backward() under DDP and FSDP2, for
+    the closure optimizers on replicated models, for
     Shampoo sharded by comm= and for EfficientAdam; the FSDP2 checkpoints of element-wise optimizers
     load into 1 unsharded process (resharding), Shampoo's refuse naming both world sizes."""
     from fsdp2_helpers import DCP_OPTIMIZERS, dcp_all_modes, dcp_load_unsharded
@@ -90,6 +91,7 @@ def test_dcp_resume_bitwise_every_optimizer_and_reshard(tmp_path):
     results = launch(dcp_all_modes, 2, str(tmp_path))
     expected = {
         "ddp": set(DCP_OPTIMIZERS),
+        "replicated": {"oasis", "hvp-rvr"},  # closure optimizers on a plain model per rank
         "fsdp2": set(DCP_OPTIMIZERS) - {"mlbfgs"},
         "shampoo-comm": {"shampoo-comm"},
         "efficient-adam": {"efficient-adam"},
@@ -99,8 +101,9 @@ def test_dcp_resume_bitwise_every_optimizer_and_reshard(tmp_path):
             assert set(per_name) == expected[mode]
             for name, res in per_name.items():
                 assert not isinstance(res, str), (mode, name, res)
-                ref, resumed = res
+                ref, resumed, steps = res
                 assert all(torch.equal(a, b) for a, b in zip(ref, resumed)), (mode, name)
+                assert steps == 5.0, (mode, name)  # the counters came back too
     for name in expected["fsdp2"]:
         at_one = dcp_load_unsharded(name, DCP_OPTIMIZERS[name], (4, 8, 8), str(tmp_path / f"fsdp2-{name}"))
         if name == "shampoo":

@@ -15,15 +15,18 @@ not only from the fresh optimizer's template.
 Optimizers whose state differs per rank by design (the distributed wrappers: CELGC, LocalSGD,
 Overlap, EfficientAdam, OneBitAdam, …; Shampoo and mL-BFGS with ``comm=``, which split blocks over
 ranks) save each rank's ``state_dict()`` as that rank's own DCP entry and load it back with
-``load_state_dict``, which checks rank and world size. scalopt's counters (``steps``,
-``skipped_steps``, …), which the FQN-keyed state dict does not carry, travel as one extra entry.
+``load_state_dict``, which checks rank and world size. What ``state_dict()`` holds besides state and
+param groups (scalopt's counters, a closure optimizer's generator state), which the FQN-keyed state
+dict drops, travels as one extra entry and is put back through ``load_state_dict``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -65,10 +68,7 @@ def _rank() -> int:
 
 
 def _header(optimizer: torch.optim.Optimizer) -> str:
-    counters = getattr(optimizer, "_counters", None)
-    return json.dumps(
-        {"optimizer": type(optimizer).__name__, "shards": _shards(optimizer), "counters": counters or {}}
-    )
+    return json.dumps({"optimizer": type(optimizer).__name__, "shards": _shards(optimizer)})
 
 
 def save_dcp(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -80,7 +80,17 @@ def save_dcp(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.op
         state[f"rank{_rank()}"] = buf.getvalue()
     else:
         state["optim"] = get_optimizer_state_dict(model, optimizer)
+        state["optim_extra"] = _extras(optimizer)
     dcp.save(state, checkpoint_id=os.fspath(path))
+
+
+def _extras(optimizer: torch.optim.Optimizer) -> bytes:
+    """What ``state_dict()`` holds besides state and param groups (scalopt's counters and last values,
+    a closure optimizer's generator state, ...), which the FQN-keyed state dict drops."""
+    sd = optimizer.state_dict()
+    buf = io.BytesIO()
+    torch.save({k: v for k, v in sd.items() if k not in ("state", "param_groups")}, buf)
+    return buf.getvalue()
 
 
 def _complete(template: dict[str, Any], metadata: Any) -> None:
@@ -111,6 +121,24 @@ def _complete(template: dict[str, Any], metadata: Any) -> None:
             del state[fqn]
 
 
+@contextlib.contextmanager
+def _no_init_step(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """torch fills an optimizer's empty state with one zero-lr ``step()`` (in ``get_optimizer_state_dict``
+    and ``set_optimizer_state_dict``); a closure optimizer (OASIS, HVP-RVR) cannot step without its
+    closure. Gradients present make torch skip that step: its template then starts empty and
+    ``_complete`` takes the entries from the checkpoint."""
+    params = []
+    if not optimizer.state and getattr(optimizer, "closure_protocol", None) is not None:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is None]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.grad = None
+
+
 def load_dcp(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load what ``save_dcp`` wrote into ``model`` and ``optimizer`` (every rank calls it)."""
     path = os.fspath(path)
@@ -130,7 +158,9 @@ def load_dcp(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.op
     if _per_rank(optimizer):
         state[f"rank{_rank()}"] = b""
     else:
-        state["optim"] = get_optimizer_state_dict(model, optimizer)
+        state["optim_extra"] = b""
+        with _no_init_step(optimizer):
+            state["optim"] = get_optimizer_state_dict(model, optimizer)
         metadata = dcp.FileSystemReader(path).read_metadata()
         _complete(state["optim"], metadata)
     dcp.load(state, checkpoint_id=path)
@@ -138,6 +168,8 @@ def load_dcp(path: str | os.PathLike[str], model: nn.Module, optimizer: torch.op
     if _per_rank(optimizer):
         optimizer.load_state_dict(torch.load(io.BytesIO(state[f"rank{_rank()}"]), weights_only=True))
         return
-    set_optimizer_state_dict(model, optimizer, state["optim"], options=StateDictOptions(strict=False))
-    if hasattr(optimizer, "_counters"):
-        optimizer._counters = dict(saved["counters"])
+    with _no_init_step(optimizer):
+        set_optimizer_state_dict(model, optimizer, state["optim"], options=StateDictOptions(strict=False))
+    extras = torch.load(io.BytesIO(state["optim_extra"]), weights_only=True)
+    if extras:  # put them back through the optimizer's own load_state_dict
+        optimizer.load_state_dict({**optimizer.state_dict(), **extras})
