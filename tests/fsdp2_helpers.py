@@ -140,6 +140,16 @@ def rejections(comm: Any) -> dict[str, str]:
         "HVPRVR": lambda: scalopt.HVPRVR(params),
         "hogwild": lambda: hogwild(ShardedWorkload(comm.world_size), partial(torch.optim.SGD, lr=0.1), 2, 1),
     }
+
+    def shampoo_comm() -> None:
+        from scalopt.distributed import TorchComm
+
+        opt = scalopt.Shampoo(params, comm=TorchComm())
+        x, y = data(0, (4, 8, 2))
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+
+    makers["Shampoo(comm=)"] = shampoo_comm
     out = {}
     for name, make in makers.items():
         try:

@@ -77,6 +77,9 @@ def test_nonfinite_on_one_rank_is_a_global_decision():
 def test_rejections():
     for res in launch(rejections, 2):
         for name, msg in res.items():
+            if name == "Shampoo(comm=)":
+                assert "already have reduced gradients" in msg
+                continue
             assert "does not accept parameters sharded by FSDP2" in msg, (name, msg)
 
 
