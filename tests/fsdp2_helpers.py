@@ -30,6 +30,7 @@ ELEMENTWISE = {
     "tradam": {"lr": 1e-2, "period": 2},
 }
 SHAMPOO = dict(lr=1e-2, block_size=4, precondition_frequency=2, root_dtype=torch.float64, momentum=0.5)
+SOAP = dict(lr=1e-2, block_size=4, precondition_frequency=2, root_dtype=torch.float64)
 
 
 def mlp(seed: int, sizes: tuple[int, ...]) -> nn.Module:
@@ -190,6 +191,7 @@ def dcp_load_unsharded(name: str, kw: dict[str, Any], sizes: tuple[int, ...], pa
 DCP_OPTIMIZERS = {
     **ELEMENTWISE,
     "shampoo": SHAMPOO,
+    "soap": SOAP,
     "mlbfgs": {"lr": 0.1, "update_freq": 1, "history": 2},
 }
 

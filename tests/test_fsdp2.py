@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsdp2_helpers import ELEMENTWISE, SHAMPOO, nan_on_one_rank, rejections, sharded_vs_single
+from fsdp2_helpers import ELEMENTWISE, SHAMPOO, SOAP, nan_on_one_rank, rejections, sharded_vs_single
 from scalopt.distributed import launch
 from scalopt.optim import registry
 
@@ -27,7 +27,7 @@ def _close(pair: list[list[torch.Tensor]]) -> None:
 
 def test_every_registered_optimizer_is_covered():
     refused = {"oasis", "hvp-rvr", "mlbfgs"}  # refuse DTensors (test_rejections)
-    covered = set(ELEMENTWISE) | {"shampoo"} | refused
+    covered = set(ELEMENTWISE) | {"shampoo", "soap"} | refused
     assert {n for n in registry.names() if registry.get(n).scalopt} == covered
 
 
@@ -46,11 +46,12 @@ def _run_all_elementwise(comm, sizes):
     return {name: sharded_vs_single(comm, name, kw, sizes, 4) for name, kw in ELEMENTWISE.items()}
 
 
-def test_shampoo_equals_single_process_with_the_same_blocking():
+@pytest.mark.parametrize("name", ["shampoo", "soap"])
+def test_shampoo_equals_single_process_with_the_same_blocking(name):
     # weights (8, 4) and (8, 8): each rank holds 4 rows, and block_size=4 makes the blocks of the
-    # full weights exactly the blocks of the shards; roots in float64
+    # full weights exactly the blocks of the shards; roots (eigenbases) in float64
     sizes = (4, 8, 8)
-    for pair in launch(sharded_vs_single, 2, "shampoo", SHAMPOO, sizes, 5):
+    for pair in launch(sharded_vs_single, 2, name, SHAMPOO if name == "shampoo" else SOAP, sizes, 5):
         _close(pair)
 
 
@@ -109,7 +110,7 @@ def test_dcp_resume_bitwise_every_optimizer_and_reshard(tmp_path):
                 assert steps == 5.0, (mode, name)  # the counters came back too
     for name in expected["fsdp2"]:
         at_one = dcp_load_unsharded(name, DCP_OPTIMIZERS[name], (4, 8, 8), str(tmp_path / f"fsdp2-{name}"))
-        if name == "shampoo":
+        if name in ("shampoo", "soap"):
             assert "world size 2" in at_one and "world size 1" in at_one
             continue
         ref = results[0]["fsdp2"][name][0]
