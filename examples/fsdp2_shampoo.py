@@ -86,6 +86,7 @@ def main() -> None:
     }
     if rank == 0:
         print(json.dumps(result) if args.json else result)
+    dist.barrier()  # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
 
 

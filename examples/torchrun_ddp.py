@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             for name, dev in pairs.items():
                 print(f"{name}: max |Δparam| {dev:.3g}")
+    dist.barrier()  # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
 
 
