@@ -4,7 +4,14 @@ recursion and Powell-type damping of curvature pairs."""
 
 from scalopt.linalg.eigenbasis import eigenbasis
 from scalopt.linalg.lbfgs import damp_pair, two_loop
-from scalopt.linalg.roots import ROOT_METHODS, RootResult, finite_rows, inverse_root, nonfinite_report
+from scalopt.linalg.roots import (
+    ROOT_METHODS,
+    RootResult,
+    finite_rows,
+    inverse_root,
+    newton_root_fixed,
+    nonfinite_report,
+)
 
 __all__ = [
     "ROOT_METHODS",
@@ -13,6 +20,7 @@ __all__ = [
     "eigenbasis",
     "finite_rows",
     "inverse_root",
+    "newton_root_fixed",
     "nonfinite_report",
     "two_loop",
 ]

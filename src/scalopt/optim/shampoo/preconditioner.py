@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +70,7 @@ class Pending:
 
     install_step: int
     snapshot_step: int
-    future: Future[Any] | None = None
+    future: Any = None  # a placement Job (or Future): result()[key] is this group's RootResult
     key: Any = None
     roots: list[torch.Tensor] | None = None  # per factor, (n, d_i, d_i)
     ok: list[list[bool]] = field(default_factory=list)  # [factor][block]

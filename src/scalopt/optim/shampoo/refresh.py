@@ -20,12 +20,11 @@ choice so that it warns and counts):
    ``MAX_CONSECUTIVE_FAILURES`` = 3 consecutive raises ``RootFailureError``, chained to the last
    exception the solver raised.
 
-Asynchronous roots (``async_roots=True``): at a root step t0 the Ĥ are snapshotted and the roots
-computed on one background thread (with the caller's torch thread count) while training continues;
-they are installed at the start of step t0 + f, waiting if unfinished. The staleness is exactly f,
-whatever the timing, so a run is deterministic and equals a synchronous run whose installation is
-delayed by f. Failure handling runs at install. Without it, roots are installed at the root step
-itself.
+Placement (``placement.py``): at a root step t0 the Ĥ are snapshotted and their roots computed inline,
+on a pool of host threads, or on a side CUDA stream, and installed at the start of step t0 + root_delay
+(at t0 itself for an inline root_delay of 0), waiting if unfinished: a run never depends on timing.
+Failure handling runs at install. ``background()`` is the one extra thread of subclasses that
+compute something else than roots (SOAP's eigenbases), with the caller's torch thread count.
 """
 
 from __future__ import annotations
@@ -35,13 +34,16 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from scalopt.core.validate import check_int
-from scalopt.linalg import finite_rows, inverse_root, nonfinite_report
+from scalopt.linalg import finite_rows, nonfinite_report
+from scalopt.optim.shampoo.placement import Placement, RootPlacement, Slot
 from scalopt.optim.shampoo.preconditioner import Pending, RootResult, ShapeGroup, resolve
+
+__all__ = ["MAX_CONSECUTIVE_FAILURES", "RootFailureError", "RootRefresher", "Slot", "collect"]
 
 MAX_CONSECUTIVE_FAILURES = 3
 
@@ -60,31 +62,6 @@ class InlineExecutor(Executor):
         except BaseException as exc:  # noqa: BLE001 - delivered through the future
             future.set_exception(exc)
         return future
-
-
-class Slot(NamedTuple):
-    """Where one factor of one shape group sits in a batched solve: rows start:stop of the stack."""
-
-    group: int  # the shape group's index in the refresh
-    factor: int
-    start: int
-    stop: int
-
-
-class RootBatch(NamedTuple):
-    """One batched solve: matrices of one size, all raised to the power −1/p."""
-
-    p: int
-    stack: torch.Tensor  # (rows, d, d): the Ĥ of every slot, concatenated
-    eps: torch.Tensor  # (rows,): the ridge of every matrix
-    slots: list[Slot]
-
-
-def compute_roots(
-    batches: list[RootBatch], n_groups: int, method: str, dtype: torch.dtype
-) -> dict[int, RootResult]:
-    """Solve every batch; the roots of every shape group (by index), per factor in factor order."""
-    return collect(batches, lambda b: inverse_root(b.stack, b.p, b.eps, method=method, dtype=dtype))
 
 
 def collect(batches: list[Any], solve: Callable[[Any], Any]) -> dict[int, RootResult]:
@@ -127,48 +104,44 @@ class RootRefresher:
         *,
         frequency: int,
         start: float,
-        method: str,
+        placement: Placement,
         dtype: torch.dtype,
-        async_roots: bool,
         count: Callable[[str, float], None],
         counters: Callable[[], dict[str, float]],
     ) -> None:
         self.frequency, self.start = frequency, start
-        self.method, self.dtype, self.async_roots = method, dtype, async_roots
+        self.delay, self.dtype, self.async_roots = placement.delay, dtype, placement.device == "host"
+        self.placement = RootPlacement(placement, dtype)
         self.count, self.counters = count, counters
-        self.executor: Executor | None = None
+
+    @property
+    def executor(self) -> Executor | None:
+        """The host threads (tests may put an ``InlineExecutor`` in their place)."""
+        return self.placement.executor
+
+    @executor.setter
+    def executor(self, value: Executor | None) -> None:
+        self.placement.executor = value
 
     def due(self, t: int) -> bool:
         return t == self.start or (t > self.start and t % self.frequency == 0)
 
     # -- refresh -----------------------------------------------------------------------------------
     def refresh(self, items: list[tuple[ShapeGroup, float, float]]) -> None:
-        """Roots for every (group, β2, ε) due now: computed and installed, or submitted (async)."""
+        """Roots for every (group, β2, ε) due now: submitted where the placement says, installed now
+        (root_delay 0) or queued for their install step."""
         if not items:
             return
-        batches: dict[tuple[int, int, torch.dtype, torch.device], list[Any]] = {}
-        for g, (sg, beta2, eps) in enumerate(items):
-            for i, h in enumerate(sg.factors):
-                hhat = h / (1.0 - beta2**sg.t) if beta2 < 1.0 else h.clone()
-                self._check_finite(sg, i, hhat)
-                key = (h.shape[-1], 2 * sg.order, h.dtype, h.device)
-                batches.setdefault(key, []).append((g, i, hhat, eps))
-        work: list[RootBatch] = []
-        for (_, p, dtype, device), parts in batches.items():
-            slots, offset = [], 0
-            for g, i, hhat, _ in parts:
-                slots.append(Slot(g, i, offset, offset + hhat.shape[0]))
-                offset += hhat.shape[0]
-            eps = torch.cat(
-                [torch.full((hhat.shape[0],), e, dtype=dtype, device=device) for _, _, hhat, e in parts]
-            )
-            work.append(RootBatch(p, torch.cat([hhat for _, _, hhat, _ in parts]), eps, slots))
-        if self.async_roots:
-            future = self.background().submit(compute_roots, work, len(items), self.method, self.dtype)
+
+        def check(g: int, i: int, hhat: torch.Tensor, first: int) -> None:
+            self._check_finite(items[g][0], i, hhat, first)
+
+        job = self.placement.submit(items, check)
+        if self.delay > 0:
             for g, (sg, _, _) in enumerate(items):
-                sg.pending.append(Pending(sg.t + self.frequency, sg.t, future=future, key=g))
+                sg.pending.append(Pending(sg.t + self.delay, sg.t, future=job, key=g))
             return
-        results = compute_roots(work, len(items), self.method, self.dtype)
+        results = job.result()
         failures, error = [], None
         for g, (sg, _, _) in enumerate(items):
             res = results[g]
@@ -208,7 +181,7 @@ class RootRefresher:
                 self.count("root_wait_seconds", resolve(pend))
 
     def background(self) -> Executor:
-        """The one background thread of the async roots, started on first use."""
+        """One background thread (with the caller's torch thread count), started on first use."""
         if self.executor is None:
             # a new thread does not inherit torch's intra-op thread count: without the initializer
             # its eigh runs on every core, against the training thread (measured: 2-25x slower)
@@ -221,19 +194,19 @@ class RootRefresher:
         return self.executor
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
-            self.executor = None
+        self.placement.close()
 
     # -- failure policy ------------------------------------------------------------------------------
-    def _check_finite(self, sg: ShapeGroup, i: int, hhat: torch.Tensor) -> None:
+    def _check_finite(self, sg: ShapeGroup, i: int, hhat: torch.Tensor, first: int = 0) -> None:
+        """Raise if Ĥ (rows ``first``… of factor i's stack) is not finite, naming the block."""
         finite = finite_rows(hhat)
         if bool(finite.all()):
             return
-        j = int((~finite).nonzero()[0])
+        j0 = int((~finite).nonzero()[0])
+        j = j0 + first
         raise FloatingPointError(
             f"Shampoo: non-finite statistics in factor {i} of {sg.entries[j].describe()} at step {sg.t} "
-            f"({nonfinite_report(hhat[j])}). The gradients were finite but their products overflowed or "
+            f"({nonfinite_report(hhat[j0])}). The gradients were finite but their products overflowed or "
             f"the state was corrupted: lower the learning rate, clip gradients, start preconditioning "
             f"later (start_preconditioning_step) or use a larger grafting_eps"
         )

@@ -36,9 +36,10 @@ The preconditioner is then block-diagonal over the shards too: a block never spa
 so it equals single-process Shampoo only where the shards fit the blocking (d0/N a multiple of
 ``block_size`` or ≤ it); otherwise it is a finer blocking. Its state reloads only at that N.
 
-Roots (``refresh.py``, ``scalopt.linalg``): ``root_method`` "eigh" or "newton" (coupled Newton) in
-``root_dtype`` with a float64 retry; a failed root keeps the previous one (identity before the first
-success) and warns; more than 3 consecutive failing root steps raise.
+Roots (``refresh.py``, ``placement.py``, ``scalopt.linalg``): ``root_method`` "eigh" or "newton" in
+``root_dtype`` with a float64 retry; a failed root keeps the previous one (identity at first) and warns;
+more than 3 consecutive failing root steps raise. ``root_device`` "inline" (CPU default), "host" (host
+threads; ``async_roots=True``) or "device" (side CUDA stream; CUDA default), installed ``root_delay`` later.
 
 Failed steps (``guard.py``): finite gradients whose squares overflow the statistics or the graft
 accumulator make the step fail as a whole: every buffer, step and counter stays as before, then
@@ -46,8 +47,6 @@ accumulator make the step fail as a whole: every buffer, step and counter stays 
 a host-side bound decides when a step could overflow; only such steps copy the state of their
 parameters first and check it. (Root failures keep their own policy above: a step that raises
 ``RootFailureError`` has counted its failures.)
-``async_roots=True`` computes them on a background thread from a snapshot taken at the root step
-and installs them exactly f steps later (deterministic).
 
 ``eigenvalue_correction=True`` is SOAP (Vyas et al., ICLR 2025, arXiv 2409.11321): Adam in the
 eigenbasis of each block's factors instead of their roots, on the same blocks, statistics, sharding
@@ -62,7 +61,7 @@ plus O(blocks) view bookkeeping.
 
 Defaults: lr 1e-3 (Adam-scale, drop-in for AdamW; Shi et al. use 1e-2), betas (0.9, 0.999)
 (AlgoPerf), eps 1e-12 (Shi et al.), f 20, s = f, block_size 1024, skip_dim 4096, Adam graft with
-β_g 0.999, ε_g 1e-8, eigh roots in float32 with float64 retry.
+β_g 0.999, ε_g 1e-8, eigh roots in float32 with float64 retry (newton for root_device="device").
 
 Deviations (scalopt decisions): the exponent is always −1/(2k) (no exponent override); momentum is
 applied once, to the final grafted direction (Shi et al.'s ordering, not the authors' two-buffer
@@ -73,7 +72,7 @@ fixed at a group's first step.
 State (``optimizer.state[p]``): "step", and per block b "block{b}.factor{i}", "block{b}.root{i}",
 "block{b}.exp_avg" (M), "block{b}.exp_avg_sq" (V), "block{b}.momentum_buffer" (B), flags; a
 graft-only parameter keeps "exp_avg", "exp_avg_sq", "momentum_buffer" of its own shape. Pending
-async roots are saved with their install step; resuming mid-period continues bitwise.
+roots are saved with their install step; resuming mid-period continues bitwise.
 
 References: V. Gupta, T. Koren, Y. Singer, "Shampoo: Preconditioned Stochastic Tensor Optimization",
 ICML 2018, arXiv 1802.09568; R. Anil, V. Gupta, T. Koren, K. Regan, Y. Singer, "Scalable Second
@@ -105,17 +104,15 @@ from scalopt.core.validate import (
     check_lr,
     check_nonnegative,
 )
-from scalopt.linalg import ROOT_METHODS
 from scalopt.optim.shampoo import sharded
 from scalopt.optim.shampoo.distributed import DistributedStep, check_shard
 from scalopt.optim.shampoo.grafting import GRAFTINGS
 from scalopt.optim.shampoo.guard import Snapshot, StepGuard, effective_norm, first_nonfinite_state, measure
+from scalopt.optim.shampoo.placement import resolve_placement
 from scalopt.optim.shampoo.plan import GroupPlan, factor_beta
 from scalopt.optim.shampoo.preconditioner import ShapeGroup
 from scalopt.optim.shampoo.refresh import RootRefresher, check_start, start_step
 from scalopt.optim.shampoo.soap import ADAM_EPS, BasisRefresher, check_options
-
-ROOT_DTYPES = (torch.float32, torch.float64)
 
 
 class Shampoo(ScaloptOptimizer):
@@ -156,9 +153,11 @@ class Shampoo(ScaloptOptimizer):
         grafting: str | None = "adam",
         grafting_beta2: float = 0.999,
         grafting_eps: float = 1e-8,
-        root_method: str = "eigh",
+        root_method: str | None = None,
         root_dtype: torch.dtype = torch.float32,
         async_roots: bool = False,
+        root_device: str | None = None,
+        root_delay: int | None = None,
         comm: Any = None,
         nonfinite: str = "raise",
         shampoo_beta: float | None = None,
@@ -166,13 +165,14 @@ class Shampoo(ScaloptOptimizer):
     ) -> None:
         self.eigenvalue_correction = check_bool("eigenvalue_correction", eigenvalue_correction)
         if self.eigenvalue_correction:
-            check_options(grafting=grafting, start=start_preconditioning_step, root_method=root_method)
+            check_options(
+                grafting=grafting, start=start_preconditioning_step, root_method=root_method or "eigh"
+            )
         self.precondition_frequency = check_int("precondition_frequency", precondition_frequency, minimum=1)
         self.start_preconditioning_step = check_start(
             "start_preconditioning_step", start_preconditioning_step
         )
-        self.root_method = check_choice("root_method", root_method, ROOT_METHODS)
-        self.root_dtype = check_choice("root_dtype", root_dtype, ROOT_DTYPES)
+        self.root_dtype = check_choice("root_dtype", root_dtype, (torch.float32, torch.float64))
         self.async_roots = check_bool("async_roots", async_roots)
         self.comm = None if comm is None else check_comm(comm)
         defaults = dict(
@@ -196,12 +196,13 @@ class Shampoo(ScaloptOptimizer):
         for name in ("root_failures", "root_consecutive_failures", "root_seconds", "root_wait_seconds"):
             self._counters[name] = 0
         self._plans: dict[int, GroupPlan] = {}
+        self.placement = resolve_placement(root_device, root_delay, root_method, self)
+        self.root_device, self.root_delay, self.root_method = self.placement
         self._roots = (BasisRefresher if self.eigenvalue_correction else RootRefresher)(
             frequency=self.precondition_frequency,
             start=start_step(self.start_preconditioning_step, self.precondition_frequency),
-            method=self.root_method,
+            placement=self.placement,
             dtype=self.root_dtype,
-            async_roots=self.async_roots,
             count=self.count,
             counters=lambda: self._counters,
         )
@@ -418,7 +419,7 @@ class Shampoo(ScaloptOptimizer):
         return sharded.export_state(p, state)
 
     def close(self) -> None:
-        """Stop the background root worker (async_roots); pending roots are waited for first."""
+        """Stop the host root workers; pending roots are waited for first."""
         self._roots.wait_all(self._shape_groups())
         self._roots.close()
 
