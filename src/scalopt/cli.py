@@ -29,9 +29,11 @@ from scalopt.cli_args import (
     EXIT_USAGE,
     Parser,
     UsageError,
+    autocast_choice,
     int_at_least,
     parse_network,
     parse_pairs,
+    resolve_device,
 )
 
 _NAMED = ("workload", "optimizer", "algorithm", "suite")
@@ -173,6 +175,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             algorithm_args=parse_pairs(args.algorithm_set, "--algorithm-set"),
             network=network,
             federated=federated,
+            device=resolve_device(args.device, single=args.workers == 1 and not federated),
+            autocast=autocast_choice(args.autocast),
         )
         if federated:
             _check_federated(spec)
@@ -246,9 +250,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from scalopt.report import render
 
     _check_names(suite=args.suite)
-    specs = suites.get(args.suite)(args.seeds)
+    device = resolve_device(args.device)
+    specs = suites.build(args.suite, args.seeds, device=device, autocast=args.autocast)
     out = Path(args.out or f"runs/{args.suite}")
-    print(f"suite {args.suite}: {len(specs)} runs into {out} (torch threads: {args.threads})")
+    print(
+        f"suite {args.suite}: {len(specs)} runs into {out} (device {device}, torch threads: {args.threads})"
+    )
     try:
         _run(
             specs,
@@ -346,6 +353,19 @@ def _parser(registry_help: bool = True) -> argparse.ArgumentParser:
             "--checkpoint-every", type=int_at_least(1), default=100, help="steps between checkpoints"
         )
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+        sp.add_argument(
+            "--device",
+            choices=("auto", "cpu", "cuda"),
+            default="auto",
+            help="where models, batches and optimizer state live (auto: cuda if torch sees a GPU and "
+            "one process runs; records state it)",
+        )
+        sp.add_argument(
+            "--autocast",
+            choices=("none", "bf16"),
+            help="forward pass and loss under torch.autocast in bfloat16 (default: none for train, "
+            "the suite's own for bench)",
+        )
 
     t = sub.add_parser("train", help="train one optimizer on one workload")
     t.add_argument("--workload", default="stdlib-lm", help=f"one of: {names['workload']}")

@@ -109,3 +109,23 @@ def parse_network(text: str | None) -> tuple[float, float] | None:
     if not (latency >= 0 and bandwidth > 0) or latency == float("inf") or bandwidth == float("inf"):
         raise UsageError(f"--network needs latency >= 0 and bandwidth > 0 (finite), got {text[:60]!r}")
     return latency, bandwidth
+
+
+def resolve_device(name: str, single: bool = True) -> str:
+    """``--device``: auto is cuda when torch sees a GPU and the run is ``single`` (one process, one
+    model: not distributed, not federated), else cpu."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() and single else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device cuda, but torch {torch.__version__} sees no CUDA device "
+            f"(torch.cuda.is_available() is False); use --device cpu or auto"
+        )
+    return name
+
+
+def autocast_choice(value: str | None) -> str | None:
+    """``--autocast``: "none" is no autocast (None)."""
+    return None if value in (None, "none") else value

@@ -9,9 +9,12 @@
             evaluate every ``eval_every`` steps and at the end; checkpoint every ``checkpoint_every``
 
 Each row has step_time (opt.step() alone; for closure optimizers it contains their forward and
-backward passes) and iter_time (forward + backward + step, comparable across both kinds). An
-optimizer that raises FloatingPointError (scalopt's non-finite policy: its gradients or products
-overflowed) ends the run as diverged, like a non-finite loss.
+backward passes) and iter_time (forward + backward + step, comparable across both kinds). On CUDA
+(``spec.device``) step_time is the training stream's time between events around opt.step(), and
+the header records ``peak_memory_bytes`` (``torch.cuda.max_memory_allocated``); ``spec.autocast``
+runs the loss under ``torch.autocast``. An optimizer that raises FloatingPointError (scalopt's
+non-finite policy: its gradients or products overflowed) ends the run as diverged, like a
+non-finite loss.
 
 A checkpoint holds the model, the optimizer, the data generator's state (the data position), the
 step and the elapsed wall time; resuming from it continues exactly as the uninterrupted run would
@@ -20,6 +23,7 @@ step and the elapsed wall time; resuming from it continues exactly as the uninte
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -65,6 +69,38 @@ def optimizer_state_bytes(opt: torch.optim.Optimizer) -> int:
             if isinstance(v, torch.Tensor):
                 seen[(v.device, v.data_ptr())] = v.numel() * v.element_size()
     return sum(seen.values())
+
+
+def autocast(device: torch.device, kind: str | None) -> Any:
+    """The forward pass's precision: float32 (no autocast) or ``torch.autocast`` in bfloat16."""
+    if kind is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class StepTimer:
+    """opt.step()'s time: ``perf_counter`` on the CPU; on CUDA two events on the training stream
+    (read after the loss, which waits for that stream only, so roots on a side stream are not waited
+    for), the stream's time from the step's first kernel to its last."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            self.events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+
+    def start(self, at: float | None = None) -> None:
+        self.t0 = time.perf_counter() if at is None else at
+        if self.cuda:
+            self.events[0].record()
+
+    def stop(self) -> float:
+        if self.cuda:
+            self.events[1].record()
+        return time.perf_counter() - self.t0
+
+    def seconds(self, host: float) -> float:
+        return self.events[0].elapsed_time(self.events[1]) / 1e3 if self.cuda else host
 
 
 def _closures(wl: Any, model: torch.nn.Module, batch: Any, batches: Any, protocol: str) -> tuple[Any, ...]:
@@ -124,7 +160,8 @@ def _train(
     init_gen = torch.Generator().manual_seed(spec.seed)
     data_seed = spec.data_seed + (comm.rank if comm is not None else 0)
     data_gen = torch.Generator().manual_seed(data_seed)
-    model = wl.init_model(init_gen)
+    device = torch.device(spec.device)
+    model = wl.init_model(init_gen).to(device)
     forward_model = model
     if make_optimizer is None:
         entry = registry.get(spec.optimizer)
@@ -146,7 +183,9 @@ def _train(
         "data_seed": data_seed,
         "world_size": comm.world_size if comm is not None else 1,
         "rank": comm.rank if comm is not None else 0,
-        "environment": records.environment(),
+        "device": spec.device,
+        "autocast": spec.autocast,
+        "environment": records.environment(device),
         "status": "running",
         **(extra_header or {}),
     }
@@ -169,6 +208,7 @@ def _train(
     bar = tqdm(
         total=spec.steps, initial=start, desc=spec.label[:24], leave=False, disable=not progress, unit="step"
     )
+    timer = StepTimer(device)
     t_start = time.perf_counter() - wall_offset
     eval_time = 0.0
     last_loss = math.nan
@@ -178,26 +218,28 @@ def _train(
             t_iter = time.perf_counter()
             if protocol is None:
                 opt.zero_grad(set_to_none=True)
-                loss = wl.loss(forward_model, batch)
+                with autocast(device, spec.autocast):
+                    loss = wl.loss(forward_model, batch)
                 loss.backward()
-                t0 = time.perf_counter()
+                timer.start()
                 try:
                     opt.step()
                 except FloatingPointError as err:  # a non-finite gradient (nonfinite="raise"): diverged
                     header["nonfinite"] = str(err)
                     loss = torch.tensor(math.nan)
             else:  # the optimizer evaluates (and differentiates) the loss itself
-                t0 = t_iter
+                timer.start(t_iter)
                 try:
                     loss = opt.step(*_closures(wl, forward_model, batch, batches, protocol))
                 except FloatingPointError as err:  # its gradients or products overflowed: diverged
                     header["nonfinite"] = str(err)
                     loss = torch.tensor(math.nan)
-            step_time = time.perf_counter() - t0
+            step_time = timer.stop()
+            last_loss = float(loss.detach())  # on CUDA: waits for this step's work on the training stream
+            step_time = timer.seconds(step_time)
             iter_time = time.perf_counter() - t_iter
             if "optimizer_state_bytes" not in header:  # after the first step: the state exists
                 header["optimizer_state_bytes"] = optimizer_state_bytes(opt)
-            last_loss = float(loss.detach())
             row: dict[str, Any] = {
                 "step": step,
                 "loss": last_loss,
@@ -237,6 +279,8 @@ def _train(
     if header["status"] == "diverged":
         header["status"] = "done"
         header["diverged"] = True
+    if device.type == "cuda":
+        header["peak_memory_bytes"] = torch.cuda.max_memory_allocated(device)
     rows = records.read_rows(run_dir)
     final_eval = [r for r in rows if "eval_loss" in r]
     header["final"] = {

@@ -95,11 +95,12 @@ def git_info() -> dict[str, Any]:
         return {"sha": None, "dirty": None}
 
 
-def environment() -> dict[str, Any]:
+def environment(device: torch.device | None = None) -> dict[str, Any]:
+    device = torch.device("cpu") if device is None else device
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "device": "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
         "git": git_info(),

@@ -4,9 +4,12 @@ A run is a workload (with config overrides), an optimizer from the registry (wit
 overrides), a number of steps and a seed. A distributed algorithm that is an optimizer itself
 (``scalopt.distributed.registry.OWN_OPTIMIZER``) needs no optimizer: it is filled in with the
 algorithm's own, and a different one raises ``ValueError``. ``seed`` is the init seed (the same initial
-model for every optimizer); the data stream uses ``data_seed`` (per rank in distributed runs). Suites
-are functions returning lists of RunSpecs. A federated run (``federated`` set) trains a
-``scalopt.federated`` algorithm over the workload's client split for ``steps`` rounds.
+model for every optimizer); the data stream uses ``data_seed`` (per rank in distributed runs). ``device``
+("cpu" or "cuda", one process) is where the model, its batches and the optimizer state live;
+``autocast="bf16"`` runs the forward pass and the loss under ``torch.autocast`` in bfloat16 (the
+parameters, gradients and optimizer state stay float32). Suites are functions returning lists of
+RunSpecs. A federated run (``federated`` set) trains a ``scalopt.federated`` algorithm over the
+workload's client split for ``steps`` rounds.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scalopt.core.validate import check_int
+from scalopt.core.validate import check_choice, check_int
+
+DEVICES = ("cpu", "cuda")
+AUTOCASTS = (None, "bf16")
 
 #: how a distributed run's ranks talk: real gloo processes, or SimComm's logical ranks in one process
 COMMS = ("gloo", "sim")
@@ -43,6 +49,8 @@ class RunSpec:
     #: arguments; ``steps`` counts rounds): clients, clients_per_round, local_steps, dirichlet
     #: (the partition's alpha; "inf" for IID), min_clients, partition_seed
     federated: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"  # where the model, batches and optimizer state live: "cpu" or "cuda"
+    autocast: str | None = None  # None (float32) or "bf16": forward and loss under torch.autocast
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, minimum=1)
@@ -65,6 +73,13 @@ class RunSpec:
             object.__setattr__(self, "network", tuple(self.network))
         if self.federated and self.algorithm is not None:
             raise ValueError(f"a federated run takes no distributed algorithm, got {self.algorithm!r}")
+        check_choice("device", self.device, DEVICES)
+        check_choice("autocast", self.autocast, AUTOCASTS)
+        if self.device != "cpu" and (self.workers > 1 or self.federated):
+            raise ValueError(
+                f"device={self.device!r} runs one process on one model; workers={self.workers} and "
+                f"federated runs need 'cpu'"
+            )
         if not self.label:
             object.__setattr__(self, "label", self.optimizer)
         json.dumps(self.to_dict())  # hyperparameters must be plain data (records are JSON)
@@ -78,9 +93,12 @@ class RunSpec:
         return self.seed + 1_000_003
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data; ``comm``, ``device`` and ``autocast`` only when not their defaults, so older
+        records (gloo, float32 on the CPU) keep their run ids."""
         out = asdict(self)
-        if out["comm"] == "gloo":  # the default is left out, so older records keep their run ids
-            del out["comm"]
+        for key, default in (("comm", "gloo"), ("device", "cpu"), ("autocast", None)):
+            if out[key] == default:
+                del out[key]
         if not out["federated"]:  # absent unless used: earlier records keep their run ids
             del out["federated"]
         return out

@@ -62,7 +62,8 @@ _soap.__signature__ = inspect.signature(Shampoo).replace(  # type: ignore[attr-d
 
 
 def _torch_adamw(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, foreach=True, **kwargs)
+    # fused=True (torch's fused kernel) excludes foreach
+    return torch.optim.AdamW(params, foreach=None if kwargs.get("fused") else True, **kwargs)
 
 
 def _torch_sgd(params: Iterable[Any], **kwargs: Any) -> torch.optim.Optimizer:

@@ -40,6 +40,9 @@ def table(groups: list[Group], workload: str) -> list[str]:
     show_bytes = any(g.bytes_per_step() is not None for g in rows)
     show_workers = any(g.workers() > 1 for g in rows)
     show_hvps = any(g.hvps_per_step() is not None for g in rows)
+    show_gpu = any(
+        r.header.get("autocast") or r.header.get("device", "cpu") != "cpu" for g in rows for r in g.runs
+    )
     base_iter = baseline_step_time(groups, workload, whole_iteration=True) if show_hvps else None
     head = [
         "optimizer",
@@ -61,6 +64,8 @@ def table(groups: list[Group], workload: str) -> list[str]:
         head.append("bytes/step/rank")
     if show_state:
         head.append(f"state memory / {BASELINE}")
+    if show_gpu:
+        head += ["device", "median fwd+bwd (ms)", "peak memory"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in rows:
         mean, sd = g.final_loss()
@@ -93,6 +98,15 @@ def table(groups: list[Group], workload: str) -> list[str]:
             sb = _state_bytes(g)
             ok = sb is not None and state_base and statistics.median(state_base) > 0
             cells.append(_fmt(sb / statistics.median(state_base), 2) + "×" if ok else "—")
+        if show_gpu:
+            peak = [r.header["peak_memory_bytes"] for r in g.runs if "peak_memory_bytes" in r.header]
+            run0 = g.runs[0].header
+            cells += [
+                f"{run0.get('device', 'cpu')}"
+                + (f", {run0['autocast']} autocast" if run0.get("autocast") else ""),
+                _fmt((g.iter_time() - st) * 1e3, 1),
+                _bytes(statistics.median(peak)) if peak else "—",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

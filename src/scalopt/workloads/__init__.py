@@ -30,9 +30,16 @@ def names() -> list[str]:
 
 
 def get(name: str, **overrides: Any) -> Workload:
-    """The workload ``name`` with its pinned config, changed by ``overrides`` (validated)."""
+    """The workload ``name`` with its pinned config, changed by ``overrides`` (validated).
+
+    ``preset=NAME`` first applies a named size of the workload (its class's ``PRESETS``); the other
+    overrides then change single fields of it."""
     check_name("workload", name, names())
     cls = WORKLOADS[name]
+    if "preset" in overrides:
+        presets: dict[str, dict[str, Any]] = getattr(cls, "PRESETS", {})
+        preset = check_name(f"preset of workload {name!r}", overrides.pop("preset"), sorted(presets))
+        overrides = {**presets[preset], **overrides}
     valid = [f.name for f in dataclasses.fields(cls) if f.init]
     for key in overrides:
         if key not in valid:

@@ -23,6 +23,9 @@ Train batches: ``batch_size`` windows of ``seq_len + 1`` bytes with start offset
 Federated split (``federated_clients``): clients are disjoint groups of whole files (contiguous in the
 sorted file list, about equal bytes each), a natural non-IID split.
 Metrics: ``loss`` (mean cross-entropy, nats/byte) and ``bits_per_byte``.
+Preset ``gpt57m`` (``PRESETS``): d_model 768, n_layers 8, n_heads 12, seq_len 256, batch_size 32
+(57.1M parameters, the output head tied to the embedding): a GPU workload, used with bf16 autocast
+by the ``shampoo-gpu`` suite.
 target_loss 2.0 nats/byte (untrained: ln 256 = 5.55): constant-lr AdamW from seed 0 reaches it after
 ~375 of default_steps 600 with lr 3e-3 (ending at 1.65) and ~450 with lr 1e-3 (ending at 1.85).
 """
@@ -190,6 +193,11 @@ class StdlibLM(Workload):
 
     name: ClassVar[str] = "stdlib-lm"
     loss_unit: ClassVar[str] = "nats/byte"
+    #: named sizes (``workloads.get("stdlib-lm", preset="gpt57m")``, ``--workload-set preset=gpt57m``)
+    PRESETS: ClassVar[dict[str, dict[str, int]]] = {
+        # a 57.1M-parameter GPT for one GPU: d_model 768, 8 layers, 12 heads, MLP 4x, context 256, batch 32
+        "gpt57m": {"d_model": 768, "n_layers": 8, "n_heads": 12, "seq_len": 256, "batch_size": 32},
+    }
     target_loss: float = 2.0
     default_steps: int = 600
     d_model: int = 64

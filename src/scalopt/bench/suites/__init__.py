@@ -1,13 +1,17 @@
 """Suites: named functions ``suite(seeds) -> list[RunSpec]``; one module per family.
 
-Suite modules are imported when a suite is asked for, so ``scalopt list`` stays fast and a family's
+A suite may take ``device=`` ("cpu" or "cuda"; ``scalopt bench --device`` passes it when it does);
+every spec of a suite that does not is moved to the device given. Suite modules are imported when a
+suite is asked for, so ``scalopt list`` stays fast and a family's
 heavy imports (torch.distributed) load only when its suite runs.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
+from dataclasses import replace
 
 from scalopt.bench.spec import RunSpec
 from scalopt.core.validate import check_name
@@ -20,6 +24,11 @@ SUITES: dict[str, tuple[str, str, str]] = {
     "quick": ("core", "quick", "seconds: a tiny end-to-end check"),
     "shampoo": ("shampoo", "shampoo", "Shampoo vs AdamW on stdlib-lm and digits, with a learning-rate sweep"),
     "shampoo-soap": ("shampoo", "soap", "the shampoo suite's torch AdamW and SOAP runs alone"),
+    "shampoo-gpu": (
+        "shampoo_gpu",
+        "shampoo_gpu",
+        "one GPU, a 57M GPT in bf16: fused AdamW vs Shampoo with synchronous, host and device roots",
+    ),
     "distributed": ("distributed", "distributed", "sync clipped SGD, CELGC, Overlap Local-SGD, DP Adam"),
     "compression": ("compression", "compression", "loss vs bytes: Efficient-Adam, 1-bit Adam, PowerSGD"),
     "curvature": (
@@ -44,3 +53,16 @@ def get(name: str) -> Suite:
     check_name("suite", name, names())
     module, function, _ = SUITES[name]
     return getattr(importlib.import_module(f"scalopt.bench.suites.{module}"), function)
+
+
+def build(name: str, seeds: int, *, device: str = "cpu", autocast: str | None = None) -> list[RunSpec]:
+    """The specs of suite ``name`` on ``device``; ``autocast`` ("none" or "bf16") replaces the
+    suite's own choice when given. Distributed and federated runs stay on the CPU."""
+    suite = get(name)
+    if "device" in inspect.signature(suite).parameters:
+        specs = suite(seeds, device=device)  # type: ignore[call-arg]
+    else:
+        specs = [s if s.distributed or s.federated else replace(s, device=device) for s in suite(seeds)]
+    if autocast is not None:
+        specs = [replace(s, autocast=None if autocast == "none" else autocast) for s in specs]
+    return specs
