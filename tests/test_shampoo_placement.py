@@ -194,3 +194,48 @@ def test_cuda_params_default_to_device_roots():
         Shampoo(
             [torch.zeros(3, 2, device="cuda", requires_grad=True)], root_device="device", root_method="eigh"
         )
+
+
+# -- the lean step: statistics every k steps, lower-precision preconditioner products ----------------
+def test_statistics_every_k_steps_equal_the_float64_reference():
+    rng = np.random.default_rng(7)
+    x0 = rng.standard_normal((5, 4))
+    grads = [rng.standard_normal((5, 4)) for _ in range(12)]
+    p = torch.tensor(x0, requires_grad=True)
+    opt = Shampoo(
+        [p], lr=0.1, betas=(0.0, 0.9), eps=1e-3, grafting=None, precondition_frequency=3,
+        start_preconditioning_step=2, root_dtype=torch.float64, merge_dims=False, statistics_frequency=2,
+    )  # fmt: skip
+    ref = shampoo(x0, grads, lr=0.1, beta2=0.9, eps=1e-3, frequency=3, start=2, statistics_every=2)
+    for t, (g, r) in enumerate(zip(grads, ref), start=1):
+        p.grad = torch.tensor(g)
+        opt.step()
+        np.testing.assert_allclose(p.detach().numpy(), r, rtol=1e-9, atol=1e-10, err_msg=f"step {t}")
+    # the reference itself: with k = 2 the trajectory differs from k = 1 once roots are used
+    assert not np.allclose(ref[-1], shampoo(x0, grads, lr=0.1, beta2=0.9, eps=1e-3, frequency=3, start=2)[-1])
+
+
+def test_bfloat16_products_stay_close_and_state_stays_float32():
+    grads = _grads(SHAPES, 8, seed=9)
+    ref, _ = _run(grads, SHAPES, merge_dims=False)
+    low, opt = _run(grads, SHAPES, merge_dims=False, precondition_precision="bfloat16")
+    assert not all(torch.equal(a, b) for a, b in zip(ref[-1], low[-1]))
+    for a, b in zip(ref[-1], low[-1]):
+        torch.testing.assert_close(b, a, rtol=0.05, atol=0.05)  # bfloat16: 8 bits of mantissa
+    state = opt.state[opt.param_groups[0]["params"][0]]
+    assert state["block0.factor0"].dtype == state["block0.root0"].dtype == torch.float32
+    tf32, _ = _run(grads, SHAPES, merge_dims=False, precondition_precision="tf32")  # CPU: float32 matmuls
+    assert all(torch.equal(a, b) for a, b in zip(ref[-1], tf32[-1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(statistics_frequency=0), "statistics_frequency"),
+        (dict(statistics_frequency=1.5), "statistics_frequency"),
+        (dict(precondition_precision="float16"), "precondition_precision"),
+    ],
+)
+def test_invalid_lean_options_raise_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        Shampoo([torch.zeros(3, 2, requires_grad=True)], **kwargs)

@@ -53,6 +53,7 @@ def shampoo(
     decoupled: bool = True,
     momentum: float = 0.0,
     nesterov: bool = False,
+    statistics_every: int = 1,
 ) -> list[np.ndarray]:
     """The trajectory X_1..X_T of one block (order k = x.ndim; k = 0 means the graft alone)."""
     x = np.array(x, dtype=np.float64)
@@ -69,11 +70,13 @@ def shampoo(
         if weight_decay and not decoupled:
             g = g + weight_decay * x
         w = 1.0 - beta2 if beta2 < 1 else 1.0
-        for i in range(k):
-            u = unfold(g, i)
-            h[i] = beta2 * h[i] + w * (u @ u.T)
+        n = (t - 1) // statistics_every + 1  # statistics updates so far (at t = 1, 1 + k, ...)
+        if (t - 1) % statistics_every == 0:
+            for i in range(k):
+                u = unfold(g, i)
+                h[i] = beta2 * h[i] + w * (u @ u.T)
         if k and (t == start or (t > start and t % frequency == 0)):
-            hat = [hi / (1.0 - beta2**t) if beta2 < 1 else hi for hi in h]
+            hat = [hi / (1.0 - beta2**n) if beta2 < 1 else hi for hi in h]
             scheduled[t + delay] = [sym_power(hh + eps * np.eye(len(hh)), -1.0 / (2 * k)) for hh in hat]
         if t in scheduled:
             roots = scheduled.pop(t)

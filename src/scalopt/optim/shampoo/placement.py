@@ -95,6 +95,11 @@ def resolve_placement(
                 f"(root_device None, 'inline' or 'host'; root_delay None), got root_device={root_device!r}, "
                 f"root_delay={root_delay!r}"
             )
+        if getattr(opt, "precondition_precision", "float32") != "float32":
+            raise ValueError(
+                f"eigenvalue_correction=True has no products with roots: precondition_precision must be "
+                f"'float32', got {opt.precondition_precision!r}"
+            )
         return Placement(root_device or "inline", frequency if root_device == "host" else 0, "eigh")
     if root_device is None:
         root_device = "device" if cuda else "inline"
@@ -164,7 +169,7 @@ def snapshot(
     keyed: dict[tuple[int, int, torch.dtype, torch.device], list[tuple[int, int, torch.Tensor, float, float]]]
     keyed = {}
     for g, (sg, beta2, eps) in enumerate(items):
-        divisor = 1.0 - beta2**sg.t if beta2 < 1.0 else 1.0
+        divisor = 1.0 - beta2**sg.stats_count if beta2 < 1.0 else 1.0
         for i, h in enumerate(sg.factors):
             keyed.setdefault((h.shape[-1], 2 * sg.order, h.dtype, h.device), []).append(
                 (g, i, h, divisor, eps)
@@ -224,15 +229,23 @@ def solve_rows(
     return Solved(res.roots, res.ok, res.reasons, res.error, time.perf_counter() - t0)
 
 
-def assemble(batches: list[RootBatch], solved: list[list[tuple[int, Solved]]]) -> dict[int, RootResult]:
-    """Per shape group (by index) its RootResult, from each batch's solved row ranges (start, Solved)."""
+def assemble(
+    batches: list[RootBatch],
+    solved: list[list[tuple[int, Solved]]],
+    outs: list[torch.Tensor | None] | None = None,
+) -> dict[int, RootResult]:
+    """Per shape group (by index) its RootResult, from each batch's solved row ranges (start, Solved);
+    ``outs``: per batch the buffer the row ranges were written into (None: concatenate them)."""
     roots: dict[int, dict[int, torch.Tensor]] = {}
     oks: dict[int, dict[int, list[bool]]] = {}
     reasons: dict[int, dict[int, list[str | None]]] = {}
     errors: dict[int, BaseException | None] = {}
     seconds: dict[int, float] = {}
-    for batch, parts in zip(batches, solved):
-        full = parts[0][1].roots if len(parts) == 1 else torch.cat([s.roots for _, s in parts])
+    for batch, parts, out in zip(batches, solved, outs or [None] * len(batches)):
+        if out is not None:
+            full = out
+        else:
+            full = parts[0][1].roots if len(parts) == 1 else torch.cat([s.roots for _, s in parts])
         ok = [x for _, s in parts for x in s.ok]
         why = [x for _, s in parts for x in s.reasons]
         error = next((s.error for _, s in reversed(parts) if s.error is not None), None)
@@ -293,18 +306,25 @@ def host_job(
         event = torch.cuda.Event()
         event.record()
 
-    def run(batch: RootBatch, start: int, stop: int) -> Solved:
+    # CUDA params: the roots go back from pinned memory (copied there by the workers), non-blocking
+    outs = [torch.empty_like(b.stack, pin_memory=True) if b.divisors is not None else None for b in batches]
+
+    def run(batch: RootBatch, start: int, stop: int, out: torch.Tensor | None) -> Solved:
         if event is not None:
             event.synchronize()  # this snapshot's copies only, never the whole device
-        return solve_rows(batch, start, stop, method, dtype, check)
+        solved = solve_rows(batch, start, stop, method, dtype, check)
+        if out is None:
+            return solved
+        out[start:stop].copy_(solved.roots)
+        return solved._replace(roots=out[start:stop])
 
     futures: list[list[tuple[int, Future[Solved]]]] = []
-    for b in batches:
+    for b, out in zip(batches, outs):
         rows = b.stack.shape[0]
         n = max(1, min(workers, rows))
         cuts = [rows * k // n for k in range(n + 1)]
-        futures.append([(cuts[k], executor.submit(run, b, cuts[k], cuts[k + 1])) for k in range(n)])
-    return Job(lambda: assemble(batches, [[(a, f.result()) for a, f in parts] for parts in futures]))
+        futures.append([(cuts[k], executor.submit(run, b, cuts[k], cuts[k + 1], out)) for k in range(n)])
+    return Job(lambda: assemble(batches, [[(a, f.result()) for a, f in parts] for parts in futures], outs))
 
 
 def device_job(batches: list[RootBatch], dtype: torch.dtype, stream: Any) -> Job:

@@ -113,9 +113,12 @@ class GroupPlan:
         rank: int = 0,
         world_size: int = 1,
         eigenvalue_correction: bool = False,
+        stats_every: int = 1,
+        precision: str = "float32",
     ) -> None:
         self.group, self.params = group, params
         self.soap = eigenvalue_correction  # SOAP: Adam in the factors' eigenbases (soap.py)
+        self.stats_every, self.precision = stats_every, precision
         self.signature = self.signature_of(group, params)
         structure = asdict(self.signature.structure)
         self.plans: list[ParamPlan] = [plan_param(tuple(p.shape), **structure) for p in params]
@@ -165,7 +168,7 @@ class GroupPlan:
             key = (block.shape, int(state.get("step", 0)), p.dtype, p.device)
             buckets.setdefault(key, []).append((index, entry))
         self.shape_groups = [
-            ShapeGroup(shape, [e for _, e in pairs], t, dtype, device)
+            ShapeGroup(shape, [e for _, e in pairs], t, dtype, device, self.stats_every)
             for (shape, t, dtype, device), pairs in buckets.items()
         ]
         self.diag = [DiagGroup([e for _, e in pairs], t, dtype) for (t, dtype, _), pairs in diag.items()]
@@ -248,7 +251,7 @@ class GroupPlan:
         for k, sg in enumerate(self.shape_groups):
             if not sg.any_rooted:
                 continue
-            p_sh = sg.precondition(m[k])  # P_sh of Ĝ is c1·p_sh
+            p_sh = sg.precondition(m[k], self.precision)  # P_sh of Ĝ is c1·p_sh
             if graft is not None:
                 p_sh = grafting.match_block_norms(p_sh, q[k], c1[k], scale[k])
             elif c1[k] != 1.0:

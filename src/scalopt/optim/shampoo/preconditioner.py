@@ -22,16 +22,27 @@ of its ``DiagGroup`` (the graft-only parameters with its step and dtype).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from scalopt.core.validate import check_choice, check_int
 from scalopt.optim.shampoo.blocking import Block
 
 ELEMENTWISE = ("exp_avg", "exp_avg_sq", "momentum_buffer")
+#: the matmul precision of the preconditioner products P_sh = Ĝ ×_1 H_1^inv …: float32; TF32 (CUDA
+#: matmuls; on the CPU float32 is used); bfloat16 (Ĝ and the roots cast, P_sh back in float32)
+PRECISIONS = ("float32", "tf32", "bfloat16")
+
+
+def lean(statistics_frequency: Any, precondition_precision: Any) -> tuple[int, str]:
+    """The lean-step options, validated: statistics every k ≥ 1 steps, a precision of ``PRECISIONS``."""
+    k = check_int("statistics_frequency", statistics_frequency, minimum=1)
+    return k, check_choice("precondition_precision", precondition_precision, PRECISIONS)
 
 
 def stats_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -134,9 +145,16 @@ class ShapeGroup:
     """n same-shaped blocks: stacked statistics, roots, element-wise state, pending roots."""
 
     def __init__(
-        self, shape: tuple[int, ...], entries: list[Entry], t: int, dtype: torch.dtype, device: torch.device
+        self,
+        shape: tuple[int, ...],
+        entries: list[Entry],
+        t: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        stats_every: int = 1,
     ) -> None:
-        self.shape, self.entries, self.t = shape, entries, t
+        self.shape, self.entries, self.t, self.stats_every = shape, entries, t, stats_every
+        self._low: list[torch.Tensor] | None = None  # bfloat16 copies of the roots (bfloat16 products)
         self.order, self.n = len(shape), len(entries)
         self.dtype, self.device, self.sdtype = dtype, device, stats_dtype(dtype)
         self.factors = [
@@ -198,8 +216,15 @@ class ShapeGroup:
         self.mask = torch.tensor(self.rooted, device=self.device).view(shape)
 
     # -- the two per-step products ---------------------------------------------------------------
+    @property
+    def stats_count(self) -> int:
+        """Statistics updates so far: at steps 1, 1 + k, 1 + 2k, … (k = ``stats_every``)."""
+        return (self.t - 1) // self.stats_every + 1
+
     def accumulate(self, g: torch.Tensor, beta2: float) -> None:
-        """H_i ← β2·H_i + w·G_(i) G_(i)ᵀ for every factor i."""
+        """H_i ← β2·H_i + w·G_(i) G_(i)ᵀ for every factor i (at the statistics steps only)."""
+        if (self.t - 1) % self.stats_every:
+            return
         x = g.to(self.sdtype)
         w = 1.0 - beta2 if beta2 < 1.0 else 1.0
         n, k = self.n, self.order
@@ -214,18 +239,29 @@ class ShapeGroup:
                 u = x.movedim(1 + i, 1).reshape(n, self.shape[i], -1)
                 h.baddbmm_(u, u.mT, beta=beta2, alpha=w)
 
-    def precondition(self, ghat: torch.Tensor) -> torch.Tensor:
+    def precondition(self, ghat: torch.Tensor, precision: str = "float32") -> torch.Tensor:
         """P_sh = Ĝ ×_1 H_1^inv … ×_k H_k^inv (each product rotates the contracted dim to the end)."""
-        x = ghat.to(self.sdtype)
-        for d, root in zip(self.shape, self.roots):
+        roots, dtype = self.roots, self.sdtype
+        if precision == "bfloat16":
+            if self._low is None:
+                self._low = [r.to(torch.bfloat16) for r in self.roots]
+            roots, dtype = self._low, torch.bfloat16
+        x = ghat.to(dtype)
+        if self.device.type == "cuda":  # TF32 exactly when asked, whatever the global setting
+            with matmul_tf32(precision == "tf32"):
+                return self._products(x, roots)
+        return self._products(x, roots)
+
+    def _products(self, x: torch.Tensor, roots: list[torch.Tensor]) -> torch.Tensor:
+        for d, root in zip(self.shape, roots):
             x = torch.bmm(x.reshape(self.n, d, -1).mT, root)
-        return x.reshape((self.n,) + self.shape)
+        return x.reshape((self.n,) + self.shape).to(self.sdtype)
 
     # -- roots -----------------------------------------------------------------------------------
     def install(self, pending: Pending) -> list[str]:
         """Install resolved roots where they succeeded; returns a description of each failure."""
         assert pending.roots is not None
-        failures = []
+        failures, self._low = [], None
         for i, (roots, ok) in enumerate(zip(pending.roots, pending.ok)):
             if all(ok):
                 self.roots[i].copy_(roots)
@@ -286,6 +322,17 @@ class ShapeGroup:
             out.append(pend)
             p += 1
         return out
+
+
+@contextlib.contextmanager
+def matmul_tf32(enabled: bool) -> Iterator[None]:
+    """CUDA float32 matmuls in TF32 (or not) for the block, whatever the global setting."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def resolve(pending: Pending) -> float:

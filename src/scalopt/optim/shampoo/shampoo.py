@@ -40,6 +40,9 @@ Roots (``refresh.py``, ``placement.py``, ``scalopt.linalg``): ``root_method`` "e
 ``root_dtype`` with a float64 retry; a failed root keeps the previous one (identity at first) and warns;
 more than 3 consecutive failing root steps raise. ``root_device`` "inline" (CPU default), "host" (host
 threads; ``async_roots=True``) or "device" (side CUDA stream; CUDA default), installed ``root_delay`` later.
+Lean steps: H_i updated at steps 1, 1+k, … only (k = ``statistics_frequency``, default 1; Ĥ divides by
+1−β2^n, n the updates so far); ``precondition_precision`` float32 (default: no GPU measurement yet),
+"tf32" (CUDA) or "bfloat16" for the products with H^inv; statistics and roots stay float32.
 
 Failed steps (``guard.py``): finite gradients whose squares overflow the statistics or the graft
 accumulator make the step fail as a whole: every buffer, step and counter stays as before, then
@@ -110,7 +113,7 @@ from scalopt.optim.shampoo.grafting import GRAFTINGS
 from scalopt.optim.shampoo.guard import Snapshot, StepGuard, effective_norm, first_nonfinite_state, measure
 from scalopt.optim.shampoo.placement import resolve_placement
 from scalopt.optim.shampoo.plan import GroupPlan, factor_beta
-from scalopt.optim.shampoo.preconditioner import ShapeGroup
+from scalopt.optim.shampoo.preconditioner import ShapeGroup, lean
 from scalopt.optim.shampoo.refresh import RootRefresher, check_start, start_step
 from scalopt.optim.shampoo.soap import ADAM_EPS, BasisRefresher, check_options
 
@@ -158,6 +161,8 @@ class Shampoo(ScaloptOptimizer):
         async_roots: bool = False,
         root_device: str | None = None,
         root_delay: int | None = None,
+        statistics_frequency: int = 1,
+        precondition_precision: str = "float32",
         comm: Any = None,
         nonfinite: str = "raise",
         shampoo_beta: float | None = None,
@@ -171,6 +176,9 @@ class Shampoo(ScaloptOptimizer):
         self.precondition_frequency = check_int("precondition_frequency", precondition_frequency, minimum=1)
         self.start_preconditioning_step = check_start(
             "start_preconditioning_step", start_preconditioning_step
+        )
+        self.statistics_frequency, self.precondition_precision = lean(
+            statistics_frequency, precondition_precision
         )
         self.root_dtype = check_choice("root_dtype", root_dtype, (torch.float32, torch.float64))
         self.async_roots = check_bool("async_roots", async_roots)
@@ -355,6 +363,8 @@ class Shampoo(ScaloptOptimizer):
             rank=self.rank,
             world_size=self.world_size,
             eigenvalue_correction=self.eigenvalue_correction,
+            stats_every=self.statistics_frequency,
+            precision=self.precondition_precision,
         )
         self._plans[id(group)] = plan
         self._count_blocks()
