@@ -239,3 +239,20 @@ def test_bfloat16_products_stay_close_and_state_stays_float32():
 def test_invalid_lean_options_raise_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         Shampoo([torch.zeros(3, 2, requires_grad=True)], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        (dict(root_device="device"), "root_device"),
+        (dict(root_delay=5), "root_delay"),
+        (dict(precondition_precision="bfloat16"), "precondition_precision"),
+    ],
+)
+def test_soap_takes_inline_or_host_bases_only(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        Shampoo([torch.zeros(3, 2, requires_grad=True)], eigenvalue_correction=True, grafting=None, **kwargs)
+    opt = Shampoo(
+        [torch.zeros(3, 2, requires_grad=True)], eigenvalue_correction=True, grafting=None, async_roots=True
+    )
+    assert (opt.root_device, opt.root_method) == ("host", "eigh")

@@ -40,9 +40,8 @@ Roots (``refresh.py``, ``placement.py``, ``scalopt.linalg``): ``root_method`` "e
 ``root_dtype`` with a float64 retry; a failed root keeps the previous one (identity at first) and warns;
 more than 3 consecutive failing root steps raise. ``root_device`` "inline" (CPU default), "host" (host
 threads; ``async_roots=True``) or "device" (side CUDA stream; CUDA default), installed ``root_delay`` later.
-Lean steps: H_i updated at steps 1, 1+k, … only (k = ``statistics_frequency``, default 1; Ĥ divides by
-1−β2^n, n the updates so far); ``precondition_precision`` float32 (default: no GPU measurement yet),
-"tf32" (CUDA) or "bfloat16" for the products with H^inv; statistics and roots stay float32.
+Lean steps: H_i updated at steps 1, 1+k, … (k = ``statistics_frequency``, 1; Ĥ = H_i/(1−β2^updates));
+``precondition_precision`` "float32" (default, unmeasured on GPUs), "tf32" or "bfloat16" for P_sh only.
 
 Failed steps (``guard.py``): finite gradients whose squares overflow the statistics or the graft
 accumulator make the step fail as a whole: every buffer, step and counter stays as before, then
