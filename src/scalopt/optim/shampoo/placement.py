@@ -329,7 +329,7 @@ def host_job(
 
 def device_job(batches: list[RootBatch], dtype: torch.dtype, stream: Any) -> Job:
     """Roots computed on a side CUDA stream (sync-free coupled Newton), ordered by events."""
-    main = torch.cuda.current_stream()
+    main = torch.cuda.current_stream(batches[0].device)
     ready = torch.cuda.Event()
     start, done = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     ready.record(main)
