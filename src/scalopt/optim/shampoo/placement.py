@@ -5,7 +5,9 @@ buffer per (matrix size d, root order p): at most one snapshot per pending root 
 snapshot are installed at the start of step t0 + root_delay (root_delay = 0: at t0 itself, before
 t0's preconditioning). The install step never depends on timing: an unfinished computation is
 waited for at its install step, so a run is deterministic and equals the inline run with the same
-root_delay (for CPU parameters bitwise: every solver gives a matrix the same root in any batch).
+root_delay (for CPU parameters bitwise when the training thread also runs one torch thread, as the
+bench does: every solver gives a matrix the same root in any batch; with more threads the LAPACK
+kernels may round differently).
 
     root_device  computed                                   snapshot                    root_delay
     "inline"     on the training thread at the root step   a copy where the params are  0 (any ≥ 0)
@@ -18,7 +20,9 @@ root_delay (for CPU parameters bitwise: every solver gives a matrix the same roo
 
 f = ``precondition_frequency``. root_delay ≤ 8·f: every pending root step holds one snapshot and
 one set of roots, so the bound caps that memory at 8 of each (and the staleness at 8 periods).
-``async_roots=True`` is ``root_device="host"`` with the default delay.
+``async_roots=True`` is ``root_device="host"`` with the default delay. With
+``eigenvalue_correction=True`` (SOAP, ``soap.py``) the eigenbases are computed inline or on one host
+thread (``async_roots``) and installed by SOAP's own schedule: no "device" placement, no root_delay.
 
 "host": the copy back to the device is non-blocking (from pinned memory); the training thread waits
 only at an install step whose roots are not finished. For CUDA parameters the statistics' finiteness
