@@ -128,6 +128,27 @@ def test_oasis_matches_numpy_reference_on_logistic_regression():
     assert m["hvps"] == n0 + steps - 1 and m["gradients"] == 1 + 2 * (steps - 1) and m["step_hvps"] == 1
 
 
+def test_oasis_keeps_eta_when_a_zero_lr_step_meets_a_random_closure():
+    # lr = 0 leaves w_1 = w_0 while a noisy closure (dropout-like) changes the gradient: the local
+    # term is 0/‖Δg‖; η must stay η_{k−1} (not collapse to 0 and divide by zero next step)
+    a = torch.tensor([1.0, 2.0, 5.0], dtype=torch.float64)
+    w = _point([1.0, -1.0, 2.0])
+    opt = scalopt.OASIS([w], lr=0.0, eta0=0.3, beta2=0.9, alpha=1e-3)
+    noise = torch.Generator().manual_seed(3)
+
+    def closure():
+        return 0.5 * (a * w * w).sum() + (torch.randn(3, generator=noise, dtype=torch.float64) * w).sum()
+
+    opt.step(closure)
+    opt.step(closure)
+    assert opt.metrics()["eta"] == 0.3
+    opt.param_groups[0]["lr"] = 1.0
+    for _ in range(2):
+        opt.step(closure)
+        assert math.isfinite(opt.metrics()["eta"]) and opt.metrics()["eta"] > 0
+    assert torch.isfinite(w).all()
+
+
 # -- HVP-RVR ----------------------------------------------------------------------------------
 class _Stream:
     """Batches in order; records which ones each step used (the current one, then sample()'s)."""

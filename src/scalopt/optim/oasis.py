@@ -35,7 +35,9 @@ Deviations and choices, each because the paper leaves the case open:
 
 - ``lr`` multiplies the adaptive step (lr = 1, the default, is the paper's rule). It is the
   per-group knob that param groups and LR schedulers act on; η_k itself is optimizer-wide.
-- 0/0 in the second term (w_k = w_{k−1}, e.g. after lr = 0) keeps η_k = η_{k−1}; a zero gradient
+- A zero numerator in the second term (w_k = w_{k−1}, e.g. after lr = 0 at the start of a warm-up,
+  whether or not the gradient difference is zero, as it is not with dropout) keeps η_k = η_{k−1}
+  instead of collapsing η to 0; θ_k = +∞ if η_{k−1} = 0. A zero gradient
   difference with w_k ≠ w_{k−1} makes the term +∞, so η_k = sqrt(1 + θ_{k−1})·η_{k−1}, or η_{k−1}
   when θ_{k−1} = +∞ too.
 - A parameter that first gets a gradient after step 0 (a new param group) starts with D = v_k and
@@ -138,7 +140,7 @@ class OASIS(SecondOrderOptimizer):
                 for p in ps:
                     self.state[p]["prev"].copy_(p)
                 torch._foreach_addcdiv_(ps, gb, db, value=-group["lr"] * eta)
-        self._theta = math.inf if first else eta / self._eta
+        self._theta = math.inf if first or self._eta == 0.0 else eta / self._eta
         self._eta = eta
         self._counters["steps"] += 1
         self.record("grad_norm", grad_norm)
@@ -218,7 +220,7 @@ class OASIS(SecondOrderOptimizer):
                 )
             self._counters["skipped_steps"] += 1
             return None
-        if num2 == 0.0 and den2 == 0.0:
+        if num2 == 0.0:  # w_k = w_{k−1}: the local term carries no information (0/0 rule)
             return self._eta
         local = math.sqrt(num2) / (2 * math.sqrt(den2)) if den2 > 0 else math.inf
         eta = min(growth, local)
