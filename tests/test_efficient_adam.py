@@ -403,6 +403,25 @@ def test_default_is_scaled_sign_both_ways_and_nonfinite_raises():
         opt.step()
 
 
+def _nan_on_rank_zero(comm) -> tuple[dict, dict]:
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    opt = EfficientAdam(model.parameters(), comm=comm, lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    before = opt.optimizer.metrics()
+    model.weight.grad[0, 0] = float("nan") if comm.rank == 0 else 1.0
+    with pytest.raises(FloatingPointError, match="nothing was changed"):
+        opt.step()
+    return before, opt.optimizer.metrics()
+
+
+def test_a_raise_on_one_rank_leaves_every_inner_counter_as_it_was():
+    # rank 1's gradient is finite, so its inner optimizer counted the step before the ranks agreed
+    for before, after in SimComm(2).run(_nan_on_rank_zero):
+        assert after == before
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_torchcomm_equals_simcomm_bitwise_two_ranks():

@@ -222,6 +222,8 @@ class EfficientAdam(DistributedOptimizer):
         otherwise every rank raises or skips (``nonfinite``) and the inner state stays as it was
         (the chain runs on copies of it, adopted only after the agreement). Returns None on a skip."""
         batches, bad = None, not grads_finite(self.grads())
+        inner = self.optimizer
+        before = (dict(inner._counters), dict(inner._last))  # advance() counts the step, records grad_norm
         if not bad:
             pending = self.optimizer.advance(allow_fused=False, copy_state=True)
             batches = None if pending is None else pending[0]
@@ -229,9 +231,13 @@ class EfficientAdam(DistributedOptimizer):
             bad = first_nonfinite([d for ds in steps for d in ds]) is not None
         flags = self.comm.all_gather(torch.tensor([int(bad)], dtype=torch.uint8))
         bad_ranks = [r for r, f in enumerate(flags) if int(f.item())]
-        if not self.nonfinite_outcome(bad_ranks, " (gradient or Adam step)") or batches is None:
-            if batches is not None:
-                self.optimizer.count("steps", -1)
+        go_on = False
+        try:
+            go_on = self.nonfinite_outcome(bad_ranks, " (gradient or Adam step)") and batches is not None
+        finally:  # on a skip or a raise, the inner optimizer's counters and metrics are as before
+            if not go_on:
+                inner._counters, inner._last = before
+        if not go_on:
             return None
         self.optimizer.commit(batches)
         out: dict[int, torch.Tensor] = {}
