@@ -47,7 +47,7 @@ correction): GenericAdam's step (ε outside the root, bias correction on by defa
 that one worker with Identity compressors is exactly GenericAdam; pass ``bias_correction=False`` for
 the uncorrected form. State: error buffers (e_i, ẽ_j) and the compressors' generator states are
 saved in ``state_dict()["distributed"]`` (per-rank checkpoint shards), so resume is exact with the
-same world size (1-bit Adam resets them instead).
+same world size (as for 1-bit Adam; ``scalopt.distributed.error_state`` holds both).
 
 Reference: C. Chen, L. Shen, W. Liu, Z.-Q. Luo, "Efficient-Adam: Communication-Efficient
 Distributed Adam", IEEE Trans. Signal Processing 2023, arXiv 2205.14473.
@@ -66,6 +66,7 @@ from scalopt.compress.base import check_compressor
 from scalopt.core.base import first_nonfinite
 from scalopt.core.comm import Comm, sum_in_rank_order
 from scalopt.core.validate import check_int
+from scalopt.distributed.error_state import ErrorBuffers
 from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector, grads_finite
 from scalopt.optim.generic_adam import GenericAdam
 
@@ -80,7 +81,7 @@ class ShardLayout:
         compressor: Compressor,
         server_compressor: Compressor,
     ) -> None:
-        self.dtype = tensors[0].dtype
+        self.dtype, self.device = tensors[0].dtype, tensors[0].device
         sizes = [t.numel() for t in tensors]
         self.numel = D = sum(sizes)
         n = world_size
@@ -149,9 +150,16 @@ class EfficientAdam(DistributedOptimizer):
             nonfinite=nonfinite,
         )
         self._layouts: list[ShardLayout] | None = None
-        self.worker_error: dict[str, torch.Tensor] = {}  # e_i per dtype (full length D)
-        self.server_error: dict[str, torch.Tensor] = {}  # ẽ_j per dtype (this rank's shard)
+        self.errors = ErrorBuffers()  # e_i per dtype (full length D), ẽ_j (this rank's shard)
         super().__init__(inner, comm=comm, module=module, nonfinite=nonfinite, deterministic=deterministic)
+
+    @property
+    def worker_error(self) -> dict[str, torch.Tensor]:
+        return self.errors.worker
+
+    @property
+    def server_error(self) -> dict[str, torch.Tensor]:
+        return self.errors.server
 
     # -- layout ------------------------------------------------------------------------------------
     def layouts(self) -> list[ShardLayout]:
@@ -255,19 +263,12 @@ class EfficientAdam(DistributedOptimizer):
             for ts in vec.groups.values()
         ]
 
-    def _errors(self, lay: ShardLayout) -> tuple[torch.Tensor, torch.Tensor]:
-        key = str(lay.dtype)
-        if key not in self.worker_error:
-            self.worker_error[key] = torch.zeros(lay.numel, dtype=lay.dtype)
-            self.server_error[key] = torch.zeros(lay.shard_numel(self.comm.rank), dtype=lay.dtype)
-        return self.worker_error[key], self.server_error[key]
-
     def _exchange(self, lay: ShardLayout, delta: torch.Tensor) -> torch.Tensor:
         """Δ̃ for the whole vector: compressed uploads to the owners, compressed shards back."""
         n, rank = self.comm.world_size, self.comm.rank
-        e, e_server = self._errors(lay)
+        e, e_server = self.errors.get(lay, rank)
         # worker: Δ_i per shard, with error feedback, into one buffer of N equal chunks
-        up = torch.zeros(n * lay.up_len, dtype=torch.uint8)
+        up = torch.zeros(n * lay.up_len, dtype=torch.uint8, device=lay.device)
         for j, (lo, hi) in enumerate(lay.bounds):
             if hi > lo:
                 payload = error_feedback(lay.up[j], delta[lo:hi], e[lo:hi])
@@ -275,7 +276,7 @@ class EfficientAdam(DistributedOptimizer):
         received = self.comm.all_to_all(up)
         # server (this rank's shard): average the N uploads in rank order, compress with ẽ
         lo, hi = lay.bounds[rank]
-        down = torch.zeros(lay.down_len, dtype=torch.uint8)
+        down = torch.zeros(lay.down_len, dtype=torch.uint8, device=lay.device)
         if hi > lo:
             parts = [
                 lay.up[rank].decompress(from_bytes(lay.up[rank], chunk, hi - lo, lay.dtype))
@@ -284,7 +285,7 @@ class EfficientAdam(DistributedOptimizer):
             mean = sum_in_rank_order(parts, "mean")
             down[: lay.down_bytes[rank]] = to_bytes(error_feedback(lay.down[rank], mean, e_server))
         # everyone: every shard's Δ̃
-        full = torch.empty(lay.numel, dtype=lay.dtype)
+        full = torch.empty(lay.numel, dtype=lay.dtype, device=lay.device)
         for j, (chunk, (lo, hi)) in enumerate(zip(self.comm.all_gather(down), lay.bounds)):
             if hi > lo:
                 full[lo:hi] = lay.down[j].decompress(from_bytes(lay.down[j], chunk, hi - lo, lay.dtype))
@@ -293,8 +294,7 @@ class EfficientAdam(DistributedOptimizer):
     # -- state -------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
         out = super().extra_state()
-        out["worker_error"] = {k: v.clone() for k, v in self.worker_error.items()}
-        out["server_error"] = {k: v.clone() for k, v in self.server_error.items()}
+        out.update(self.errors.state())
         out["compressor"] = self.compressor.state_dict()
         out["server_compressor"] = self.server_compressor.state_dict()
         return out
@@ -302,17 +302,7 @@ class EfficientAdam(DistributedOptimizer):
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         super().load_extra_state(extra)
         self.layout_changed()
-        sizes = {str(lay.dtype): (lay.numel, lay.shard_numel(self.comm.rank)) for lay in self.layouts()}
-        worker, server = dict(extra.get("worker_error", {})), dict(extra.get("server_error", {}))
-        for key in worker:
-            if key not in sizes or (worker[key].numel(), server[key].numel()) != sizes[key]:
-                raise ValueError(
-                    f"state_dict's error-feedback buffers for {key} hold "
-                    f"{worker[key].numel()} / {server[key].numel()} entries, this optimizer's parameters "
-                    f"need {sizes.get(key)}: load it into the same parameters and world size"
-                )
-        self.worker_error = {k: v.clone() for k, v in worker.items()}
-        self.server_error = {k: v.clone() for k, v in server.items()}
+        self.errors.load(extra, self.layouts(), self.comm)
         self.compressor.load_state_dict(extra.get("compressor", {}))
         if self.server_compressor is not self.compressor:
             self.server_compressor.load_state_dict(extra.get("server_compressor", {}))

@@ -16,7 +16,7 @@ DeepSpeed ships):
 
 Q_w = Q_s = ``ScaledSign(scale="rms")`` by default: s·sign(b), s = ‖b‖₂/√d over each chunk,
 sign(0) = +1 (1 bit per entry plus one scale per chunk). Symbols ↔ arguments: lr = ``lr`` (per
-param group; schedulers allowed), β1, β2 = ``betas``, ε = ``eps``, λ = ``weight_decay``
+param group; schedulers allowed), β1, β2 = ``betas``, ε = ``eps`` (> 0), λ = ``weight_decay``
 (decoupled, as DeepSpeed's ``update += wd·p``), T_w = ``freeze_step`` (an int ≥ 1 or ``math.inf``:
 never compress), Q_w = ``compressor``, Q_s = ``server_compressor`` (None: the same).
 Defaults as DeepSpeed: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0, freeze_step 100000.
@@ -49,12 +49,16 @@ flat layout is fixed); with one rank the momentum is not compressed at all (no c
 save, as DeepSpeed). Warm-up steps use the inner ``GenericAdam(bias_correction=False,
 decoupled_weight_decay=True)``, whose update equals the rule above.
 
-State and resume: m, v and the step counters are in ``state_dict()``; the error buffers e_i, ẽ_j are
-NOT saved — they are reset to zero on ``load_state_dict`` (and ``reset_errors()``), as DeepSpeed
-does: they are per-rank and need the same world size, and resetting them now and then does not hurt
-convergence (Tang et al.); ``add_param_group`` resets them too. A resumed run therefore equals an
-uninterrupted run that called ``reset_errors()`` at the resume step (bitwise), not the
-uninterrupted run itself.
+State and resume: m, v, the step counters, the error buffers e_i, ẽ_j and the compressors' states
+are in ``state_dict()`` (the buffers per rank, in ``state_dict()["distributed"]``), so a resume with
+the same world size and parameters is bitwise the uninterrupted run. DeepSpeed resets the errors on
+load instead (resetting them now and then does not hurt convergence, Tang et al.); ``reset_errors()``
+does that on demand. ``add_param_group`` resets them (the flat layout changes).
+
+Checks: ``eps`` must be > 0 (a coordinate whose frozen v is 0 would divide by 0); the compressed
+step forms the new x first and writes it only when every value is finite (``nonfinite``: "raise"
+or "skip", with m, the step counters and the error buffers restored). The moments, the
+denominator and the bias-correction scales are ``scalopt.transforms.adam_kernel``'s.
 
 Reference: H. Tang, S. Gan, A. A. Awan, S. Rajbhandari, C. Li, X. Lian, J. Liu, C. Zhang, Y. He,
 "1-bit Adam: Communication Efficient Large-Scale Training with Adam's Convergence Speed", ICML 2021,
@@ -72,17 +76,28 @@ from torch import nn
 
 from scalopt.compress import Compressor, ScaledSign, error_feedback, from_bytes, to_bytes
 from scalopt.compress.base import check_compressor
+from scalopt.core.base import first_nonfinite
 from scalopt.core.comm import Comm, sum_in_rank_order
-from scalopt.core.validate import check_bool, check_int
+from scalopt.core.validate import check_bool, check_int, check_positive
+from scalopt.distributed.error_state import ErrorBuffers
 from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector
 from scalopt.optim.generic_adam import GenericAdam
+from scalopt.transforms import adam_kernel
 
 
 class ChunkLayout:
     """One dtype's flat vector of D entries cut into N chunks of ⌈D/N⌉ (rank j serves chunk j)."""
 
-    def __init__(self, numel: int, dtype: torch.dtype, world_size: int, up: Compressor, down: Compressor):
-        self.numel, self.dtype = numel, dtype
+    def __init__(
+        self,
+        numel: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        world_size: int,
+        up: Compressor,
+        down: Compressor,
+    ) -> None:
+        self.numel, self.dtype, self.device = numel, dtype, device
         size = -(-numel // world_size)
         self.bounds = [(min(j * size, numel), min((j + 1) * size, numel)) for j in range(world_size)]
         self.up_bytes = [up.layout_nbytes(hi - lo, dtype) for lo, hi in self.bounds]
@@ -126,6 +141,7 @@ class OneBitAdam(DistributedOptimizer):
             "server_compressor", self.compressor if server_compressor is None else server_compressor
         )
         self.momentum_mask = check_bool("momentum_mask", momentum_mask)
+        check_positive("eps", eps)  # the frozen phase divides by √v + ε with v = 0 possible
         self.bias_correction = check_bool("bias_correction", bias_correction)
         inner = GenericAdam(
             params,
@@ -138,8 +154,7 @@ class OneBitAdam(DistributedOptimizer):
             nonfinite=nonfinite,
         )
         self._layouts: list[ChunkLayout] | None = None
-        self.worker_error: dict[str, torch.Tensor] = {}  # e_i per dtype (full length D)
-        self.server_error: dict[str, torch.Tensor] = {}  # ẽ_j per dtype (this rank's chunk)
+        self.errors = ErrorBuffers()  # e_i per dtype (full length D), ẽ_j (this rank's chunk)
         super().__init__(inner, comm=comm, module=module, nonfinite=nonfinite, deterministic=deterministic)
 
     @property
@@ -152,26 +167,32 @@ class OneBitAdam(DistributedOptimizer):
         if self._layouts is None:
             n = self.comm.world_size
             self._layouts = [
-                ChunkLayout(sum(t.numel() for t in ts), dt, n, self.compressor, self.server_compressor)
+                ChunkLayout(
+                    sum(t.numel() for t in ts), dt, ts[0].device, n, self.compressor, self.server_compressor
+                )
                 for dt, ts in ModelVector(self.params()).groups.items()
             ]
         return self._layouts
 
     def layout_changed(self) -> None:
         self._layouts = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """A collective (the new parameters are broadcast); the flat layout changes, so errors reset."""
+        super().add_param_group(param_group)
         self.reset_errors()
 
     def reset_errors(self) -> None:
-        """Zero the worker and server error-feedback buffers (what ``load_state_dict`` does)."""
-        self.worker_error, self.server_error = {}, {}
+        """Zero the worker and server error-feedback buffers (DeepSpeed's reset on load, on demand)."""
+        self.errors.reset()
 
-    def _errors(self, lay: ChunkLayout) -> tuple[torch.Tensor, torch.Tensor]:
-        key = str(lay.dtype)
-        if key not in self.worker_error:
-            lo, hi = lay.bounds[self.comm.rank]
-            self.worker_error[key] = torch.zeros(lay.numel, dtype=lay.dtype)
-            self.server_error[key] = torch.zeros(hi - lo, dtype=lay.dtype)
-        return self.worker_error[key], self.server_error[key]
+    @property
+    def worker_error(self) -> dict[str, torch.Tensor]:
+        return self.errors.worker
+
+    @property
+    def server_error(self) -> dict[str, torch.Tensor]:
+        return self.errors.server
 
     # -- the step ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -180,9 +201,8 @@ class OneBitAdam(DistributedOptimizer):
         if not self.grads():
             return loss
         if self.frozen:
-            if not self.agree_finite():
+            if not self.agree_finite() or not self._compressed_step():
                 return loss
-            self._compressed_step()
         elif not self._warmup_step():
             return loss
         self.comm.mark_round()
@@ -203,61 +223,95 @@ class OneBitAdam(DistributedOptimizer):
             states.extend(self.optimizer._init_state(group, group["params"]))
         return states
 
-    def _compressed_step(self) -> None:
+    def _compressed_step(self) -> bool:
+        """The frozen-v step; False (nothing changed) when ``nonfinite="skip"`` meets a non-finite x."""
         states = self._states()
         m = [s["exp_avg"] for s in states]
         v = [s["exp_avg_sq"] for s in states]
+        before = (
+            [t.clone() for t in m],
+            [(s["step"], s.get("v_steps")) for s in states],
+            self.errors.state(),
+        )
         for group in self.param_groups:  # m_i = β1·m + (1−β1)·g_i where this rank has a gradient
-            beta1 = group["betas"][0]
-            pairs = [(self.state[p]["exp_avg"], p.grad) for p in group["params"] if p.grad is not None]
-            if pairs:
-                torch._foreach_lerp_([a for a, _ in pairs], [g for _, g in pairs], 1.0 - beta1)
-            for p in group["params"]:
-                if p.grad is not None:
-                    st = self.state[p]
-                    st.setdefault("v_steps", st["step"])  # how many updates the frozen v got
-                    st["step"] += 1
+            ps = [p for p in group["params"] if p.grad is not None]
+            if ps:
+                adam_kernel.momentum_(
+                    [self.state[p]["exp_avg"] for p in ps], [p.grad for p in ps], group["betas"][0]
+                )
+            for p in ps:
+                st = self.state[p]
+                st.setdefault("v_steps", st["step"])  # how many updates the frozen v got
+                st["step"] += 1
         if self.comm.world_size > 1:  # one rank: nothing to average, m stays exact (as DeepSpeed)
             m_vec = ModelVector(m)
             synced = [self._exchange(lay, flat) for lay, flat in zip(self.layouts(), m_vec.gather())]
             m_vec.scatter(synced)
         if self.momentum_mask:
             torch._foreach_mul_(m, [(s != 0).to(s.dtype) for s in v])
+        targets, values = self._new_values()
+        bad = first_nonfinite(values)
+        if bad is not None:  # m, v and x replicated: every rank finds the same
+            for t, old in zip(m, before[0]):
+                t.copy_(old)
+            for s, (step, v_steps) in zip(states, before[1]):
+                s["step"] = step
+                if v_steps is None:
+                    s.pop("v_steps", None)
+            self.errors.worker = dict(before[2]["worker_error"])
+            self.errors.server = dict(before[2]["server_error"])
+            if self.nonfinite == "raise":
+                raise FloatingPointError(
+                    f"OneBitAdam: non-finite update of parameter {bad} of the compressed step (m/(√v + ε) "
+                    f"overflowed); nothing was changed. Lower the learning rate, raise eps, or pass "
+                    f"nonfinite='skip'"
+                )
+            self.counters["skipped_steps"] += 1
+            return False
+        torch._foreach_copy_(targets, values)
+        return True
+
+    def _new_values(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """x − lr·(m̂/(√v̂ + ε) + λ·x) for every parameter with a gradient, as new tensors."""
+        targets: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
         for group in self.param_groups:
             lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
             ps = [p for p in group["params"] if p.grad is not None]
             if not ps:
                 continue
-            if wd:
-                torch._foreach_mul_(ps, 1.0 - lr * wd)
+            check_positive("eps", eps)
             sts = [self.state[p] for p in ps]
-            denom = torch._foreach_sqrt([st["exp_avg_sq"] for st in sts])
-            if not self.bias_correction:
-                torch._foreach_add_(denom, eps)
-                torch._foreach_addcdiv_(ps, [st["exp_avg"] for st in sts], denom, value=-lr)
-                continue
-            beta1, beta2 = group["betas"]
-            c2 = [1.0 - beta2 ** st["v_steps"] or 1.0 for st in sts]  # v̂ = v/(1 − β2^{T_w})
-            torch._foreach_mul_(denom, [1.0 / math.sqrt(c) for c in c2])
-            torch._foreach_add_(denom, eps)
-            step = torch._foreach_div([st["exp_avg"] for st in sts], denom)
-            torch._foreach_mul_(step, [-lr / (1.0 - beta1 ** st["step"]) for st in sts])  # m̂ = m/(1 − β1^t)
-            torch._foreach_add_(ps, step)
+            if self.bias_correction:  # m̂ = m/(1 − β1^t), v̂ = v/(1 − β2^{T_w})
+                beta1, beta2 = group["betas"]
+                scale, eps_t = adam_kernel.bias_corrected_scales(
+                    [1.0 - beta1 ** st["step"] for st in sts],
+                    [1.0 - beta2 ** st["v_steps"] or 1.0 for st in sts],
+                    eps,
+                )
+            else:
+                scale, eps_t = None, [eps] * len(sts)
+            denom = adam_kernel.denominator([st["exp_avg_sq"] for st in sts], scale, eps_t)
+            new = torch._foreach_mul(ps, 1.0 - lr * wd) if wd else [p.detach().clone() for p in ps]
+            torch._foreach_addcdiv_(new, [st["exp_avg"] for st in sts], denom, value=-lr)
+            targets.extend(ps)
+            values.extend(new)
+        return targets, values
 
     def _exchange(self, lay: ChunkLayout, m: torch.Tensor) -> torch.Tensor:
         """The compressed average of every rank's ``m``: chunks up to their server, chunks back down."""
         n, rank = self.comm.world_size, self.comm.rank
         if lay.numel == 0:
             return m
-        e, e_server = self._errors(lay)
-        up = torch.zeros(n * lay.up_len, dtype=torch.uint8)
+        e, e_server = self.errors.get(lay, rank)
+        up = torch.zeros(n * lay.up_len, dtype=torch.uint8, device=lay.device)
         for j, (lo, hi) in enumerate(lay.bounds):
             if hi > lo:
                 payload = error_feedback(self.compressor, m[lo:hi], e[lo:hi])
                 up[j * lay.up_len : j * lay.up_len + lay.up_bytes[j]] = to_bytes(payload)
         received = self.comm.all_to_all(up)
         lo, hi = lay.bounds[rank]
-        down = torch.zeros(lay.down_len, dtype=torch.uint8)
+        down = torch.zeros(lay.down_len, dtype=torch.uint8, device=lay.device)
         if hi > lo:
             parts = [
                 self.compressor.decompress(from_bytes(self.compressor, chunk, hi - lo, lay.dtype))
@@ -265,7 +319,7 @@ class OneBitAdam(DistributedOptimizer):
             ]
             mean = sum_in_rank_order(parts, "mean")
             down[: lay.down_bytes[rank]] = to_bytes(error_feedback(self.server_compressor, mean, e_server))
-        out = torch.empty(lay.numel, dtype=lay.dtype)
+        out = torch.empty(lay.numel, dtype=lay.dtype, device=lay.device)
         for chunk, (lo, hi) in zip(self.comm.all_gather(down), lay.bounds):
             if hi > lo:
                 sc = self.server_compressor
@@ -277,6 +331,7 @@ class OneBitAdam(DistributedOptimizer):
         out = super().extra_state()
         out["compressor"] = self.compressor.state_dict()
         out["server_compressor"] = self.server_compressor.state_dict()
+        out.update(self.errors.state())
         return out
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
@@ -284,7 +339,8 @@ class OneBitAdam(DistributedOptimizer):
         self.compressor.load_state_dict(extra.get("compressor", {}))
         if self.server_compressor is not self.compressor:
             self.server_compressor.load_state_dict(extra.get("server_compressor", {}))
-        self.reset_errors()
+        self._layouts = None
+        self.errors.load(extra, self.layouts(), self.comm)
 
     def __repr__(self) -> str:
         return (

@@ -53,7 +53,7 @@ def moments_(
 
     ``beta2`` may be one value per tensor (a scheduled β2 with parameters at different steps)."""
     if m is not None:
-        torch._foreach_lerp_(m, g, 1.0 - beta1)
+        momentum_(m, g, beta1)
     if beta2 is None:
         torch._foreach_addcmul_(v, g, g, value=1.0)
     elif isinstance(beta2, list):
@@ -65,6 +65,11 @@ def moments_(
     else:
         torch._foreach_mul_(v, beta2)
         torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
+
+
+def momentum_(m: list[torch.Tensor], g: list[torch.Tensor], beta1: float) -> None:
+    """m ← β1·m + (1−β1)·g alone (v untouched: 1-bit Adam's frozen-v phase)."""
+    torch._foreach_lerp_(m, g, 1.0 - beta1)
 
 
 def denominator(v: list[torch.Tensor], scale: list[float] | None, eps: list[float]) -> list[torch.Tensor]:
