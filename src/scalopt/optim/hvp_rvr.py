@@ -30,7 +30,10 @@ the reset coin, then (no reset) the K_t points u_k.
 
 Symbols ↔ arguments: p ``reset_prob``, b ``reset_batches`` (counted in batches: with a loop batch of
 B examples a reset averages b·B), r ``radius``; ``seed`` seeds the generator. The paper states no
-practical defaults; ours: reset_prob 0.01, reset_batches 8, radius inf (K_t = 1). The paper ties
+practical defaults; ours: reset_prob 0.01, reset_batches 8, radius inf (K_t = 1). ``reset_prob``
+is in [0, 1]: 0 is deliberate, the recursion alone after g_0 (exact on a quadratic with exact
+gradients and Hessians, which the tests use; with stochastic ones its noise grows without bound, so
+do not train with it). The paper ties
 K_t to ‖Δ‖²; ``radius`` is this module's form of that choice, and the uniform points u_k on the
 segment (which make each product unbiased for the gradient change) are this module's reading of
 where the paper evaluates them. With per-group ``lr`` each group steps with its own lr; Δ is the
@@ -41,7 +44,9 @@ Non-finite gradients or products follow ``nonfinite`` ("raise" names the paramet
 parameters and state untouched, counts the skip and forces a reset at the next step).
 ``metrics()``: steps, skipped_steps, gradients, hvps, resets (running totals, in ``state_dict``) and
 the latest step's grad_norm (of g_t) and step_hvps. ``step`` returns the first loss it evaluated:
-at x_t on a reset, at x_{t−1} + u_1·Δ otherwise (no forward pass is spent only on logging).
+at x_t on a reset, but at x_{t−1} + u_1·Δ (a random point of the last step's segment, not x_t) on
+every other step, so a loss curve logged from it is not the training loss at the iterates (no
+forward pass is spent only on logging; evaluate the loss separately when the curve matters).
 """
 
 from __future__ import annotations
