@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from scalopt.core.comm import SingleComm
 from scalopt.distributed import SimComm
+from scalopt.optim import sharding
 from scalopt.optim.sharding import all_gather_owned, assign_lpt
 
 
@@ -43,3 +45,9 @@ def test_all_gather_owned_gives_every_rank_every_item():
 def test_all_gather_owned_with_one_rank_returns_the_inputs():
     t = [torch.ones(2)]
     assert all_gather_owned(SingleComm(), t, [0], [(2,)], [torch.float32], torch.device("cpu"))[0] is t[0]
+
+
+def test_check_shard_accepts_its_own_shard_and_names_both_otherwise():
+    sharding.check_shard({"rank": 1, "world_size": 2}, 1, 2)
+    with pytest.raises(ValueError, match="MLBFGS checkpoint is the shard of rank 1 of world size 2.*rank 0"):
+        sharding.check_shard({"rank": 1, "world_size": 2}, 0, 2, owner="MLBFGS")

@@ -72,7 +72,7 @@ from scalopt.core.base import ScaloptOptimizer, call_closure
 from scalopt.core.comm import check_comm
 from scalopt.core.validate import check_betas, check_int, check_interval, check_lr, check_nonnegative
 from scalopt.linalg.lbfgs import damp_pair, two_loop
-from scalopt.optim.sharding import all_gather_owned, assign_lpt, average_gradients
+from scalopt.optim.sharding import all_gather_owned, assign_lpt, average_gradients, check_shard
 from scalopt.transforms.momentum import heavy_ball_
 from scalopt.transforms.weight_decay import decay
 
@@ -390,12 +390,7 @@ class MLBFGS(ScaloptOptimizer):
         sd = dict(state_dict)
         state = sd.pop("state", {})
         info = sd.get("scalopt", {}).get("mlbfgs", {"rank": 0, "world_size": 1})
-        if (info["world_size"], info["rank"]) != (self.world_size, self.rank):
-            raise ValueError(
-                f"this MLBFGS checkpoint is the shard of rank {info['rank']} of world size "
-                f"{info['world_size']}; it cannot be loaded by rank {self.rank} of world size "
-                f"{self.world_size} (resume with {info['world_size']} ranks, each loading its own shard)"
-            )
+        check_shard(info, self.rank, self.world_size, owner="MLBFGS")
         super().load_state_dict({**sd, "state": {}})
         saved_ids = chain.from_iterable(g["params"] for g in sd["param_groups"])
         params = chain.from_iterable(g["params"] for g in self.param_groups)

@@ -104,3 +104,17 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def check_shard(info: dict[str, Any], rank: int, world_size: int, owner: str = "sharded") -> None:
+    """A checkpoint's shard identity (``{"rank", "world_size"}``) must be this rank's.
+
+    ValueError naming both otherwise: work is assigned to ranks by world size, so a shard loads only
+    into the same rank of the same world size. ``owner`` names the optimizer in the message."""
+    if (info["world_size"], info["rank"]) != (world_size, rank):
+        raise ValueError(
+            f"this {owner} checkpoint is the shard of rank {info['rank']} of world size "
+            f"{info['world_size']}; it cannot be loaded by rank {rank} of world size "
+            f"{world_size} (blocks are assigned to ranks by world size: resume with "
+            f"{info['world_size']} ranks, each loading its own shard)"
+        )

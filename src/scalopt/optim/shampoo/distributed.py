@@ -26,19 +26,14 @@ from typing import Any
 
 import torch
 
+from scalopt.optim import sharding
 from scalopt.optim.shampoo.plan import ItemLayout
 from scalopt.optim.sharding import all_gather_owned, average_gradients
 
 
 def check_shard(info: dict[str, Any], rank: int, world_size: int) -> None:
-    """A checkpoint's shard identity must be this rank's (ValueError naming both otherwise)."""
-    if (info["world_size"], info["rank"]) != (world_size, rank):
-        raise ValueError(
-            f"this Shampoo checkpoint is the shard of rank {info['rank']} of world size "
-            f"{info['world_size']}; it cannot be loaded by rank {rank} of world size "
-            f"{world_size} (blocks are assigned to ranks by world size: resume with "
-            f"{info['world_size']} ranks, each loading its own shard)"
-        )
+    """``sharding.check_shard`` for Shampoo's checkpoints (kept here for Shampoo's imports)."""
+    sharding.check_shard(info, rank, world_size, owner="Shampoo")
 
 
 class DistributedStep:
