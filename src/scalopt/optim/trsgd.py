@@ -55,6 +55,24 @@ def _prox_weight(prox_weight: float | None, lr: Any) -> Any:
     return 0.1 * check_lr("lr", lr)
 
 
+def _init(
+    opt: ChainOptimizer,
+    params: Iterable[Any],
+    direction: Any,
+    lr: float,
+    period: int,
+    prox_weight: float | None,
+    hp: dict[str, Any],
+    weight_decay: float,
+    nonfinite: str,
+) -> None:
+    """The shared chain: proximal pull, L2 decay, the method's ``direction``, the sawtooth step sizes."""
+    defaults = {"lr": lr, "period": period, "prox_weight": _prox_weight(prox_weight, lr), **hp}
+    defaults["weight_decay"] = weight_decay
+    transforms = chain(add_proximal_pull(), add_weight_decay(decoupled=False), direction, scale_by_sawtooth())
+    ChainOptimizer.__init__(opt, params, defaults, transforms, nonfinite=nonfinite)
+
+
 class TRSGD(ChainOptimizer):
     hyperparameters = {**_COMMON, "momentum": lambda n, v: check_interval(n, v, 0.0, 1.0)}
 
@@ -69,17 +87,8 @@ class TRSGD(ChainOptimizer):
         *,
         nonfinite: str = "raise",
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            period=period,
-            prox_weight=_prox_weight(prox_weight, lr),
-            momentum=momentum,
-            weight_decay=weight_decay,
-        )
-        transforms = chain(
-            add_proximal_pull(), add_weight_decay(decoupled=False), trace(), scale_by_sawtooth()
-        )
-        super().__init__(params, defaults, transforms, nonfinite=nonfinite)
+        hp = {"momentum": momentum}
+        _init(self, params, trace(), lr, period, prox_weight, hp, weight_decay, nonfinite)
 
 
 class TRAdam(ChainOptimizer):
@@ -97,15 +106,5 @@ class TRAdam(ChainOptimizer):
         *,
         nonfinite: str = "raise",
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            period=period,
-            prox_weight=_prox_weight(prox_weight, lr),
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-        )
-        transforms = chain(
-            add_proximal_pull(), add_weight_decay(decoupled=False), scale_by_adam(), scale_by_sawtooth()
-        )
-        super().__init__(params, defaults, transforms, nonfinite=nonfinite)
+        hp = {"betas": betas, "eps": eps}
+        _init(self, params, scale_by_adam(), lr, period, prox_weight, hp, weight_decay, nonfinite)

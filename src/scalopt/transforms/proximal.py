@@ -15,6 +15,7 @@ Train Deep Neural Networks with Small Batch Sizes", IJCAI 2019, doi 10.24963/ijc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -28,15 +29,23 @@ def inner_steps(b: GroupBatch) -> list[int]:
     return [(s["step"] - 1) % period for s in b.states]
 
 
-class add_proximal_pull:  # noqa: N801 - transforms are verbs
+class _Cycled:
+    """What both transforms share: no state of their own, and only groups with S > 1 take part."""
+
     def init(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
+    @staticmethod
+    def cycling(batches: list[GroupBatch]) -> Iterator[tuple[GroupBatch, list[int]]]:
+        """(batch, inner steps s) for every batch whose group has period S > 1."""
         for b in batches:
-            if b.group["period"] == 1:
-                continue
-            inner = inner_steps(b)
+            if b.group["period"] != 1:
+                yield b, inner_steps(b)
+
+
+class add_proximal_pull(_Cycled):  # noqa: N801 - transforms are verbs
+    def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
+        for b, inner in self.cycling(batches):
             for s, x, k in zip(b.states, b.params, inner):
                 if k == 0:
                     if "anchor" in s:
@@ -58,15 +67,9 @@ class add_proximal_pull:  # noqa: N801 - transforms are verbs
                 b.add(full, alpha=coef)
 
 
-class scale_by_sawtooth:  # noqa: N801 - transforms are verbs
-    def init(self, param: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
+class scale_by_sawtooth(_Cycled):  # noqa: N801 - transforms are verbs
     def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
-        for b in batches:
-            if b.group["period"] == 1:
-                continue
-            inner = inner_steps(b)
+        for b, inner in self.cycling(batches):
             ctx.optimizer.record("inner_step", inner[0])
             if any(inner):
                 b.scale([1.0 / (k + 1) for k in inner])
