@@ -14,6 +14,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 pytest.importorskip("transformers", reason="the scalopt[hf] extra is not installed")
 pytest.importorskip("accelerate", reason="the scalopt[hf] extra is not installed")
 
+pytestmark = pytest.mark.slow  # each test trains through the HF Trainer (several seconds)
+
 import scalopt  # noqa: E402
 from integration_helpers import load_example  # noqa: E402
 

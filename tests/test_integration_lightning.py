@@ -16,6 +16,8 @@ import torch
 
 pytest.importorskip("lightning", reason="the scalopt[lightning] extra is not installed")
 
+pytestmark = pytest.mark.slow  # each test runs a Lightning Trainer (several seconds)
+
 from integration_helpers import load_example  # noqa: E402
 
 example = load_example("lightning_shampoo")

@@ -402,6 +402,7 @@ def test_frozen_phase_checks_the_new_values_before_writing(nonfinite):
 
 # -- gloo == SimComm ----------------------------------------------------------------------------------
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_torchcomm_equals_simcomm_bitwise_two_ranks():
     real = launch(float_rank, 2, 9, 6, -1)
     sim = SimComm(2).run(float_rank, 9, 6, -1)

@@ -5,8 +5,8 @@ With Q_w = Q_s = identity the errors stay zero and every worker applies the same
     δ_i = α·m̂_i/(√v̂_i + ε)   (worker i's own Adam step from its own moments m_i, v_i)
     x  ← x − (1/N)·Σ_i δ_i
 
-(ALGORITHMS.md §8, with GenericAdam's form of the step: ε outside the root, bias correction
-m̂ = m/(1−β1^t), v̂ = v/(1−β2^t) unless disabled). Shares no code with scalopt.
+(Chen, Shen, Liu, Luo, arXiv 2205.14473, Algorithm 1, with GenericAdam's form of the step: ε outside
+the root, bias correction m̂ = m/(1−β1^t), v̂ = v/(1−β2^t) unless disabled). Shares no code with scalopt.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def scaled_sign_efficient_adam(
     beta2: float,
     eps: float,
 ) -> list[np.ndarray]:
-    """x after ``steps`` steps of Efficient-Adam with ScaledSign both ways (ALGORITHMS.md §8).
+    """x after ``steps`` steps of Efficient-Adam with ScaledSign both ways (Chen et al., Algorithm 1).
 
     Sharded server as scalopt lays it out: the flat vector (tensors in order) is cut into N shards
     of ⌈D/N⌉ entries and each shard again at tensor edges; every piece gets its own scale

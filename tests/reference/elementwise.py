@@ -26,7 +26,7 @@ def generic_adam(
     lr_decay: Callable[[int], float] | None = None,
     beta2_schedule: Callable[[int], float] | None = None,
 ) -> list[np.ndarray]:
-    """Generic Adam as the issue states it; ``grads[t][i]`` is tensor i's gradient at step t+1."""
+    """Generic Adam (Zou et al., CVPR 2019, arXiv 1811.09358); ``grads[t][i]``: gradient i at step t+1."""
     xs = [x.copy() for x in xs]
     m = [np.zeros_like(x) for x in xs]
     v = [np.zeros_like(x) for x in xs]

@@ -1,6 +1,7 @@
 """Textbook Shampoo for one tensor (one block), float64 NumPy, written from the equations.
 
-For a block X of order k with gradients G_1..G_T (ALGORITHMS.md §1 and issue 3):
+For a block X of order k with gradients G_1..G_T (Gupta, Koren, Singer, ICML 2018, arXiv 1802.09568;
+grafting and the delayed roots as Anil et al., arXiv 2002.09018):
 
     G   ← G + wd·X                                  (L2, when not decoupled)
     H_i ← β2·H_i + w·G_(i) G_(i)ᵀ,  w = 1−β2 (β2 < 1) or 1, H_i(0) = 0, G_(i) the mode-i unfolding
