@@ -47,7 +47,7 @@ correction): GenericAdam's step (ε outside the root, bias correction on by defa
 that one worker with Identity compressors is exactly GenericAdam; pass ``bias_correction=False`` for
 the uncorrected form. State: error buffers (e_i, ẽ_j) and the compressors' generator states are
 saved in ``state_dict()["distributed"]`` (per-rank checkpoint shards), so resume is exact with the
-same world size (as for 1-bit Adam; ``scalopt.distributed.error_state`` holds both).
+same world size (as for 1-bit Adam; ``scalopt.distributed.two_way`` holds both).
 
 Reference: C. Chen, L. Shen, W. Liu, Z.-Q. Luo, "Efficient-Adam: Communication-Efficient
 Distributed Adam", IEEE Trans. Signal Processing 2023, arXiv 2205.14473.
@@ -61,52 +61,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalopt.compress import Compressor, ScaledSign, Segmented, error_feedback, from_bytes, to_bytes
+from scalopt.compress import Compressor, ScaledSign
 from scalopt.compress.base import check_compressor
 from scalopt.core.base import first_nonfinite
-from scalopt.core.comm import Comm, sum_in_rank_order
+from scalopt.core.comm import Comm
 from scalopt.core.validate import check_int
-from scalopt.distributed.error_state import ErrorBuffers
+from scalopt.distributed.two_way import ErrorBuffers, TwoWayLayout, exchange
 from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector, grads_finite
 from scalopt.optim.generic_adam import GenericAdam
-
-
-class ShardLayout:
-    """One dtype's flat vector cut into N shards, each cut further at parameter-tensor boundaries."""
-
-    def __init__(
-        self,
-        tensors: list[torch.Tensor],
-        world_size: int,
-        compressor: Compressor,
-        server_compressor: Compressor,
-    ) -> None:
-        self.dtype, self.device = tensors[0].dtype, tensors[0].device
-        sizes = [t.numel() for t in tensors]
-        self.numel = D = sum(sizes)
-        n = world_size
-        S = -(-D // n)
-        self.bounds = [(min(j * S, D), min((j + 1) * S, D)) for j in range(n)]
-        edges, acc = set(), 0
-        for s in sizes:
-            acc += s
-            edges.add(acc)
-        self.up: list[Segmented] = []
-        self.down: list[Segmented] = []
-        for lo, hi in self.bounds:
-            cuts = sorted({lo, hi} | {e for e in edges if lo < e < hi})
-            pieces = [b - a for a, b in zip(cuts, cuts[1:])]
-            self.up.append(Segmented(compressor, pieces))
-            self.down.append(Segmented(server_compressor, pieces))
-        self.up_bytes = [c.layout_nbytes(hi - lo, self.dtype) for c, (lo, hi) in zip(self.up, self.bounds)]
-        self.down_bytes = [
-            c.layout_nbytes(hi - lo, self.dtype) for c, (lo, hi) in zip(self.down, self.bounds)
-        ]
-        self.up_len, self.down_len = max(self.up_bytes), max(self.down_bytes)
-
-    def shard_numel(self, rank: int) -> int:
-        lo, hi = self.bounds[rank]
-        return hi - lo
 
 
 class EfficientAdam(DistributedOptimizer):
@@ -149,7 +111,7 @@ class EfficientAdam(DistributedOptimizer):
             beta2_schedule=beta2_schedule,
             nonfinite=nonfinite,
         )
-        self._layouts: list[ShardLayout] | None = None
+        self._layouts: list[TwoWayLayout] | None = None
         self.errors = ErrorBuffers()  # e_i per dtype (full length D), ẽ_j (this rank's shard)
         super().__init__(inner, comm=comm, module=module, nonfinite=nonfinite, deterministic=deterministic)
 
@@ -162,11 +124,13 @@ class EfficientAdam(DistributedOptimizer):
         return self.errors.server
 
     # -- layout ------------------------------------------------------------------------------------
-    def layouts(self) -> list[ShardLayout]:
+    def layouts(self) -> list[TwoWayLayout]:
         if self._layouts is None:
             groups = ModelVector(self.params()).groups.values()
             n = self.comm.world_size
-            self._layouts = [ShardLayout(ts, n, self.compressor, self.server_compressor) for ts in groups]
+            self._layouts = [
+                TwoWayLayout(ts, n, self.compressor, self.server_compressor, per_tensor=True) for ts in groups
+            ]
         return self._layouts
 
     def layout_changed(self) -> None:
@@ -191,7 +155,7 @@ class EfficientAdam(DistributedOptimizer):
             lo, hi = lay.bounds[self.comm.rank]
             self.server_error[key] = full[lo:hi].clone()
 
-    def _gather_server_error(self, lay: ShardLayout) -> torch.Tensor:
+    def _gather_server_error(self, lay: TwoWayLayout) -> torch.Tensor:
         width = max(hi - lo for lo, hi in lay.bounds)
         mine = self.server_error[str(lay.dtype)]
         padded = torch.cat([mine, mine.new_zeros(width - mine.numel())])
@@ -216,7 +180,7 @@ class EfficientAdam(DistributedOptimizer):
             elif warm:
                 new.append(x0 - self.comm.all_reduce(delta, "mean", deterministic=self.deterministic))
             else:
-                new.append(x0 - self._exchange(lay, delta))
+                new.append(x0 - exchange(self.comm, lay, delta, self.errors))
         vec.scatter(new)
         self.comm.mark_round()
         self.counters["steps"] += 1
@@ -262,34 +226,6 @@ class EfficientAdam(DistributedOptimizer):
             torch.cat([deltas[id(t)].reshape(-1) if id(t) in deltas else t.new_zeros(t.numel()) for t in ts])
             for ts in vec.groups.values()
         ]
-
-    def _exchange(self, lay: ShardLayout, delta: torch.Tensor) -> torch.Tensor:
-        """Δ̃ for the whole vector: compressed uploads to the owners, compressed shards back."""
-        n, rank = self.comm.world_size, self.comm.rank
-        e, e_server = self.errors.get(lay, rank)
-        # worker: Δ_i per shard, with error feedback, into one buffer of N equal chunks
-        up = torch.zeros(n * lay.up_len, dtype=torch.uint8, device=lay.device)
-        for j, (lo, hi) in enumerate(lay.bounds):
-            if hi > lo:
-                payload = error_feedback(lay.up[j], delta[lo:hi], e[lo:hi])
-                up[j * lay.up_len : j * lay.up_len + lay.up_bytes[j]] = to_bytes(payload)
-        received = self.comm.all_to_all(up)
-        # server (this rank's shard): average the N uploads in rank order, compress with ẽ
-        lo, hi = lay.bounds[rank]
-        down = torch.zeros(lay.down_len, dtype=torch.uint8, device=lay.device)
-        if hi > lo:
-            parts = [
-                lay.up[rank].decompress(from_bytes(lay.up[rank], chunk, hi - lo, lay.dtype))
-                for chunk in received.split(lay.up_len)
-            ]
-            mean = sum_in_rank_order(parts, "mean")
-            down[: lay.down_bytes[rank]] = to_bytes(error_feedback(lay.down[rank], mean, e_server))
-        # everyone: every shard's Δ̃
-        full = torch.empty(lay.numel, dtype=lay.dtype, device=lay.device)
-        for j, (chunk, (lo, hi)) in enumerate(zip(self.comm.all_gather(down), lay.bounds)):
-            if hi > lo:
-                full[lo:hi] = lay.down[j].decompress(from_bytes(lay.down[j], chunk, hi - lo, lay.dtype))
-        return full
 
     # -- state -------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

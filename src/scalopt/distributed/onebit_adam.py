@@ -74,35 +74,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from scalopt.compress import Compressor, ScaledSign, error_feedback, from_bytes, to_bytes
+from scalopt.compress import Compressor, ScaledSign
 from scalopt.compress.base import check_compressor
 from scalopt.core.base import first_nonfinite
-from scalopt.core.comm import Comm, sum_in_rank_order
+from scalopt.core.comm import Comm
 from scalopt.core.validate import check_bool, check_int, check_positive
-from scalopt.distributed.error_state import ErrorBuffers
+from scalopt.distributed.two_way import ErrorBuffers, TwoWayLayout, exchange
 from scalopt.distributed.wrapper import DistributedOptimizer, ModelVector
 from scalopt.optim.generic_adam import GenericAdam
 from scalopt.transforms import adam_kernel
-
-
-class ChunkLayout:
-    """One dtype's flat vector of D entries cut into N chunks of ⌈D/N⌉ (rank j serves chunk j)."""
-
-    def __init__(
-        self,
-        numel: int,
-        dtype: torch.dtype,
-        device: torch.device,
-        world_size: int,
-        up: Compressor,
-        down: Compressor,
-    ) -> None:
-        self.numel, self.dtype, self.device = numel, dtype, device
-        size = -(-numel // world_size)
-        self.bounds = [(min(j * size, numel), min((j + 1) * size, numel)) for j in range(world_size)]
-        self.up_bytes = [up.layout_nbytes(hi - lo, dtype) for lo, hi in self.bounds]
-        self.down_bytes = [down.layout_nbytes(hi - lo, dtype) for lo, hi in self.bounds]
-        self.up_len, self.down_len = max(self.up_bytes), max(self.down_bytes)
 
 
 def check_freeze_step(value: Any) -> int | float:
@@ -153,7 +133,7 @@ class OneBitAdam(DistributedOptimizer):
             bias_correction=self.bias_correction,
             nonfinite=nonfinite,
         )
-        self._layouts: list[ChunkLayout] | None = None
+        self._layouts: list[TwoWayLayout] | None = None
         self.errors = ErrorBuffers()  # e_i per dtype (full length D), ẽ_j (this rank's chunk)
         super().__init__(inner, comm=comm, module=module, nonfinite=nonfinite, deterministic=deterministic)
 
@@ -163,14 +143,12 @@ class OneBitAdam(DistributedOptimizer):
         return self.counters["steps"] >= self.freeze_step
 
     # -- layout and errors ---------------------------------------------------------------------------
-    def layouts(self) -> list[ChunkLayout]:
+    def layouts(self) -> list[TwoWayLayout]:
         if self._layouts is None:
             n = self.comm.world_size
             self._layouts = [
-                ChunkLayout(
-                    sum(t.numel() for t in ts), dt, ts[0].device, n, self.compressor, self.server_compressor
-                )
-                for dt, ts in ModelVector(self.params()).groups.items()
+                TwoWayLayout(ts, n, self.compressor, self.server_compressor, per_tensor=False)
+                for ts in ModelVector(self.params()).groups.values()
             ]
         return self._layouts
 
@@ -245,7 +223,10 @@ class OneBitAdam(DistributedOptimizer):
                 st["step"] += 1
         if self.comm.world_size > 1:  # one rank: nothing to average, m stays exact (as DeepSpeed)
             m_vec = ModelVector(m)
-            synced = [self._exchange(lay, flat) for lay, flat in zip(self.layouts(), m_vec.gather())]
+            synced = [
+                exchange(self.comm, lay, flat, self.errors)
+                for lay, flat in zip(self.layouts(), m_vec.gather())
+            ]
             m_vec.scatter(synced)
         if self.momentum_mask:
             torch._foreach_mul_(m, [(s != 0).to(s.dtype) for s in v])
@@ -297,34 +278,6 @@ class OneBitAdam(DistributedOptimizer):
             targets.extend(ps)
             values.extend(new)
         return targets, values
-
-    def _exchange(self, lay: ChunkLayout, m: torch.Tensor) -> torch.Tensor:
-        """The compressed average of every rank's ``m``: chunks up to their server, chunks back down."""
-        n, rank = self.comm.world_size, self.comm.rank
-        if lay.numel == 0:
-            return m
-        e, e_server = self.errors.get(lay, rank)
-        up = torch.zeros(n * lay.up_len, dtype=torch.uint8, device=lay.device)
-        for j, (lo, hi) in enumerate(lay.bounds):
-            if hi > lo:
-                payload = error_feedback(self.compressor, m[lo:hi], e[lo:hi])
-                up[j * lay.up_len : j * lay.up_len + lay.up_bytes[j]] = to_bytes(payload)
-        received = self.comm.all_to_all(up)
-        lo, hi = lay.bounds[rank]
-        down = torch.zeros(lay.down_len, dtype=torch.uint8, device=lay.device)
-        if hi > lo:
-            parts = [
-                self.compressor.decompress(from_bytes(self.compressor, chunk, hi - lo, lay.dtype))
-                for chunk in received.split(lay.up_len)
-            ]
-            mean = sum_in_rank_order(parts, "mean")
-            down[: lay.down_bytes[rank]] = to_bytes(error_feedback(self.server_compressor, mean, e_server))
-        out = torch.empty(lay.numel, dtype=lay.dtype, device=lay.device)
-        for chunk, (lo, hi) in zip(self.comm.all_gather(down), lay.bounds):
-            if hi > lo:
-                sc = self.server_compressor
-                out[lo:hi] = sc.decompress(from_bytes(sc, chunk, hi - lo, lay.dtype))
-        return out
 
     # -- state ---------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
