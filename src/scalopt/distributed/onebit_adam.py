@@ -27,7 +27,8 @@ m/(1−β1^t) / (√(v/(1−β2^{T_w})) + ε), T_w the number of updates the fro
 a short warm-up at β2 = 0.999 freezes a v that is a small fraction of E[g²] (1 − 0.999^20 ≈ 2 %),
 so every later step is several times larger than Adam's.
 
-Exchange (per dtype, flat ``ModelVector`` order of all parameters, D entries): the vector is cut
+Exchange (``scalopt.distributed.two_way``, shared with Efficient-Adam; per dtype, flat
+``ModelVector`` order of all parameters, D entries): the vector is cut
 into N chunks of ⌈D/N⌉ entries; one ``all_to_all`` sends chunk j of Q_w(b_i) to rank j (packed
 bits and scale, padded to the longest chunk's payload), rank j averages the N payloads in rank
 order, compresses with its ẽ_j and one ``all_gather`` returns every chunk; plus the 1-byte
