@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,20 +193,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(specs: list[Any], out: Path, args: argparse.Namespace, *, suite: str, again: str) -> None:
+def _run(
+    specs: list[Any],
+    out: Path,
+    args: argparse.Namespace,
+    *,
+    suite: str,
+    again: str,
+    staged: Callable[..., Any] | None = None,
+) -> None:
+    """Run ``specs`` into ``out`` (or the suite's own staged runner, which builds its runs itself)."""
     from scalopt.bench import run_specs
     from scalopt.bench.records import RunLockedError
 
+    options = dict(
+        resume=args.resume,
+        threads=args.threads,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
+    )
     try:
-        run_specs(
-            specs,
-            out,
-            suite=suite,
-            resume=args.resume,
-            threads=args.threads,
-            checkpoint_every=args.checkpoint_every,
-            progress=not args.no_progress,
-        )
+        if staged is not None:
+            staged(out, seeds=args.seeds, **options)
+        else:
+            run_specs(specs, out, suite=suite, **options)
     except RunLockedError as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
@@ -253,8 +263,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     specs = suites.build(args.suite, args.seeds, device=device, autocast=args.autocast)
     out = Path(args.out or f"runs/{args.suite}")
+    staged = suites.runner(args.suite)
+    if staged is not None and (device != "cpu" or args.autocast is not None):
+        raise UsageError(
+            f"suite {args.suite} builds its own runs on the CPU: drop --device {args.device} / --autocast"
+        )
     print(
-        f"suite {args.suite}: {len(specs)} runs into {out} (device {device}, torch threads: {args.threads})"
+        f"suite {args.suite}: {len(specs)} runs{' (and later stages)' if staged else ''} into {out} "
+        f"(device {device}, torch threads: {args.threads})"
     )
     try:
         _run(
@@ -263,6 +279,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             args,
             suite=args.suite,
             again=f"`scalopt bench --suite {args.suite} --out {out} --resume`",
+            staged=staged,
         )
     except KeyboardInterrupt:
         return 130

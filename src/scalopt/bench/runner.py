@@ -29,6 +29,16 @@ from scalopt.bench.spec import RunSpec
 SUITE_FILE = "suite.json"
 
 
+def write_manifest(out_dir: Path, specs: Sequence[RunSpec], *, suite: str, threads: int) -> None:
+    """``OUT/suite.json``: the suite's name and every spec (a suite that runs in stages writes it last)."""
+    ids = [s.run_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("the suite has two identical runs; give them different labels or seeds")
+    manifest = {"suite": suite, "threads": threads, "specs": [s.to_dict() for s in specs]}
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / SUITE_FILE).write_text(json.dumps(manifest, indent=2))
+
+
 def run_specs(
     specs: Sequence[RunSpec],
     out_dir: Path,
@@ -43,11 +53,7 @@ def run_specs(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
-    ids = [s.run_id for s in specs]
-    if len(set(ids)) != len(ids):
-        raise ValueError("the suite has two identical runs; give them different labels or seeds")
-    manifest = {"suite": suite, "threads": threads, "specs": [s.to_dict() for s in specs]}
-    (out_dir / SUITE_FILE).write_text(json.dumps(manifest, indent=2))
+    write_manifest(out_dir, specs, suite=suite, threads=threads)
     headers = []
     for i, spec in enumerate(specs, start=1):
         t0 = time.perf_counter()

@@ -32,16 +32,22 @@ def render(out_dir: str | Path) -> Path:
     federated = section([g for g in groups if is_federated(g)], out_dir)
     groups = [g for g in groups if not is_federated(g)]
     figures: dict[str, list[Path]] = {}
-    for workload in dict.fromkeys(g.workload for g in groups):
-        for axis in ("step", "wall", "bytes"):
-            path = loss_figure(groups, workload, axis, out_dir / f"{workload}_loss_vs_{axis}.png")
+    head: list[str] = []
+    if suite.get("suite") == "claims":  # the verdict table first; its runs are too many to draw per workload
+        from scalopt.report.claims import section as claims_section
+
+        head = claims_section(out_dir)
+    else:
+        for workload in dict.fromkeys(g.workload for g in groups):
+            for axis in ("step", "wall", "bytes"):
+                path = loss_figure(groups, workload, axis, out_dir / f"{workload}_loss_vs_{axis}.png")
+                if path is not None:
+                    figures.setdefault(workload, []).append(path)
+            path = frontier_figure(groups, workload, out_dir / f"{workload}_loss_vs_bytes_per_step.png")
             if path is not None:
                 figures.setdefault(workload, []).append(path)
-        path = frontier_figure(groups, workload, out_dir / f"{workload}_loss_vs_bytes_per_step.png")
-        if path is not None:
-            figures.setdefault(workload, []).append(path)
     report = out_dir / REPORT
-    report.write_text(document(suite, groups, runs, figures, federated))
+    report.write_text(document(suite, groups, runs, figures, federated, head=head))
     return report
 
 

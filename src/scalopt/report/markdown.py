@@ -128,7 +128,9 @@ def document(
     runs: list[Run],
     figures: dict[str, list[Path]],
     extra: list[str] | None = None,
+    head: list[str] | None = None,
 ) -> str:
+    """The report; ``head`` (a suite's own section, e.g. the claims table) comes before every table."""
     out = [f"# scalopt report: suite `{suite.get('suite', 'custom')}`", ""]
     out += environment(runs)
     out += [
@@ -146,6 +148,7 @@ def document(
     out += [
         "",
     ]
+    out += head or []
     for workload in dict.fromkeys(g.workload for g in groups):
         desc = next(r.header["workload"] for r in runs if r.spec["workload"] == workload)
         target = next(g.target for g in groups if g.workload == workload)

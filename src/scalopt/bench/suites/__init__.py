@@ -4,6 +4,11 @@ A suite may take ``device=`` ("cpu" or "cuda"; ``scalopt bench --device`` passes
 every spec of a suite that does not is moved to the device given. Suite modules are imported when a
 suite is asked for, so ``scalopt list`` stays fast and a family's
 heavy imports (torch.distributed) load only when its suite runs.
+
+A suite that must run in stages (a later run's settings computed from an earlier run's record, or
+experiments that are not RunSpecs) also defines ``run_suite(out_dir, *, seeds, resume, threads,
+checkpoint_every, progress, log)``; ``runner(name)`` returns it, and the command line calls it instead
+of running the spec list itself.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
     ),
     "federated": ("federated", "federated", "FedAvg, FedAdam, local Adam, FedLADA on digits (Dirichlet)"),
     "adam-condition": ("adam_condition", "adam_condition", "Generic Adam on the Reddi counterexample"),
+    "claims": ("claims", "claims", "every paper's claim: one small experiment each, with a verdict"),
 }
 
 
@@ -66,3 +72,9 @@ def build(name: str, seeds: int, *, device: str = "cpu", autocast: str | None = 
     if autocast is not None:
         specs = [replace(s, autocast=None if autocast == "none" else autocast) for s in specs]
     return specs
+
+
+def runner(name: str) -> Callable[..., object] | None:
+    """The suite's own ``run_suite`` when it runs in stages, else None."""
+    get(name)
+    return getattr(importlib.import_module(f"scalopt.bench.suites.{SUITES[name][0]}"), "run_suite", None)
