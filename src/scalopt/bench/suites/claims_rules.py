@@ -138,6 +138,9 @@ def rule_celgc(
         return Verdict(INCONCLUSIVE, f"period {period} < 8: outside the claim")
     parts = []
     for name, sync_rounds, celgc_rounds, steps2, steps4 in workloads:
+        if not _finite(sync_rounds):  # the target is synchronous SGD's own loss: without it, no target
+            parts.append(Verdict(INCONCLUSIVE, f"{name}: no synchronous reference, no target"))
+            continue
         parts.append(ratio_at_most(f"{name} rounds", celgc_rounds, sync_rounds, 0.5))
         if not _finite(steps4):
             parts.append(Verdict(FAILS, f"{name}: 4 workers never reached the target"))
