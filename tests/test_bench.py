@@ -235,3 +235,17 @@ def test_resumed_suite_reads_a_diverged_run_back_as_a_float(tmp_path):
     assert first[0].get("diverged") and again[0].get("diverged")
     final = again[0]["final"]["eval_loss"]
     assert isinstance(final, float) and not math.isfinite(final)  # a float again, not "nan"/"inf"
+
+
+def test_a_plain_optimizer_whose_gradients_overflow_ends_as_diverged(tmp_path):
+    """SGD far too large on l0l1: cosh overflows, the step raises FloatingPointError; the run is diverged."""
+    spec = RunSpec(
+        workload="l0l1",
+        optimizer="clipped-sgd",
+        hparams={"lr": 1.0, "max_norm": math.inf},
+        steps=50,
+        eval_every=10,
+    )
+    header = train_run(spec, tmp_path, progress=False)
+    assert header["diverged"] and "non-finite gradient" in header["nonfinite"]
+    assert header["final"]["steps"] < 50 and math.isnan(records.read_rows(tmp_path)[-1]["loss"])

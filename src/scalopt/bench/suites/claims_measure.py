@@ -204,11 +204,12 @@ def fit_l0l1(curves: dict[str, list[list[dict[str, Any]]]]) -> dict[str, tuple[f
         g = [r["eval_grad_norm"] for rows in runs for r in rows if "eval_smoothness" in r]
         s = [r["eval_smoothness"] for rows in runs for r in rows if "eval_smoothness" in r]
         keep = [(a, b) for a, b in zip(g, s, strict=True) if math.isfinite(a) and math.isfinite(b)]
-        if len(keep) < 2:
-            return None
-        fit = estimate_l0l1([a for a, _ in keep], [b for _, b in keep])
+        try:
+            fit = estimate_l0l1([a for a, _ in keep], [b for _, b in keep])
+        except (ValueError, ArithmeticError):  # fewer than two distinct gradient norms: nothing to fit
+            continue
         out[l1] = (float(fit.L0), float(fit.L1))
-    return out
+    return out or None
 
 
 def measure_4(out_dir: Path, size: cs.Size) -> Result:

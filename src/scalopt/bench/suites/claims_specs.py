@@ -77,7 +77,7 @@ FULL = Size(
     overlap_lm={"batch_size": 4, "seq_len": 64},
     hogwild_steps=2000,
     fed_rounds=60,
-    cert_steps=200,
+    cert_steps=2000,
 )
 
 TINY = Size(
