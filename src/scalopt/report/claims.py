@@ -45,32 +45,47 @@ def table(results: list[Result], load: str) -> list[str]:
 
 
 def gap_figure(result: Result, path: Path) -> Path | None:
-    """Claim 3: the best final gap of SGD and of generalized SignSGD against L1 (log-log)."""
+    """Claim 3: the best final gap of SGD and generalized SignSGD against L1 (log-log) and, when the
+    estimator exists, the (L0, L1) fitted to the (‖∇f‖, ‖∇²f‖) evaluations of each L1's runs."""
     n = result.numbers
     l1 = n.get("L1") or []
     if not l1:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for key, label, marker in (
-        ("sgd_best_gap", "SGD (momentum 0.9)", "o"),
-        ("sign_best_gap", "generalized SignSGD", "s"),
-    ):
+    fits = n.get("fitted_L0_L1") or {}
+    fig, axes = plt.subplots(
+        1, 2 if fits else 1, figsize=(10.4 if fits else 6.4, 4.2), dpi=110, squeeze=False
+    )
+    ax = axes[0][0]
+    curves = (("sgd_best_gap", "SGD (momentum 0.9)", "o"), ("sign_best_gap", "generalized SignSGD", "s"))
+    for key, label, marker in curves:
         y = [g if math.isfinite(g) and g > 0 else math.nan for g in n[key]]
         ax.plot(l1, y, marker=marker, label=f"{label}, best lr of the grid")
+    top = ax.get_ylim()[1]
+    for key, _, marker in curves:
         for x, g in zip(l1, n[key], strict=True):
-            if math.isinf(g):
-                ax.annotate("diverged at every lr", (x, ax.get_ylim()[1]), fontsize=7, ha="center", va="top")
+            if math.isinf(g):  # every lr diverged: drawn at the top edge
+                ax.plot([x], [top], marker=marker, color="black", linestyle="none")
+                ax.annotate("diverged at every lr", (x, top), fontsize=7, ha="right", va="top")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("L1 (beta_max of l0l1)")
+    ax.set_xlabel("L1 of the objective (beta_max of l0l1)")
     ax.set_ylabel("final gap f(x) − f*")
-    title = "l0l1: final gap vs L1"
-    fits = n.get("fitted_L0_L1")
-    if fits:
-        title += " — fitted (L0, L1): " + ", ".join(f"{v[1]:.2g}" for v in fits.values())
-    ax.set_title(title, fontsize=9)
+    ax.set_title("l0l1: best final gap over the lr grid vs L1", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    if fits:
+        ax = axes[0][1]
+        xs = [float(k) for k in fits]
+        ax.plot(xs, [v[1] for v in fits.values()], marker="o", label="fitted L1")
+        ax.plot(xs, [v[0] for v in fits.values()], marker="s", label="fitted L0")
+        ax.plot(xs, xs, color="grey", linestyle=":", label="L1 of the objective")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("L1 of the objective (beta_max of l0l1)")
+        ax.set_ylabel("constant fitted along the runs")
+        ax.set_title("(L0, L1) fitted to ‖∇²f‖ ≤ L0 + L1‖∇f‖ at the runs' evaluations", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -18,7 +18,6 @@ from scalopt.bench import records
 from scalopt.bench.spec import RunSpec
 from scalopt.bench.suites import claims_rules as rules
 from scalopt.bench.suites import claims_specs as cs
-from scalopt.core.comm import NetworkModel
 
 NAN = math.nan
 #: where the suite keeps what is not a run record (calibration, Hogwild!, certificate, the verdicts)
@@ -91,7 +90,7 @@ def measure_1(out_dir: Path, size: cs.Size) -> Result:
     specs = cs.claim1(size)
     adamw = {k: rows_of(out_dir, s) for k, s in specs.items() if k.startswith("torch-adamw")}
     finals = {k: final(r) for k, r in adamw.items() if r}
-    best = min(finals, key=lambda k: finals[k]) if finals else None
+    best = min(finals, key=lambda k: finals[k]) if finals else None  # "torch-adamw lr=<best lr>"
     target = finals[best] if best else NAN
     sham = rows_of(out_dir, next(s for k, s in specs.items() if k.startswith("shampoo")))
     best_rows = adamw[best] if best else []
@@ -107,7 +106,8 @@ def measure_1(out_dir: Path, size: cs.Size) -> Result:
     lrs = ", ".join(f"{lr:g}" for lr in cs.shampoo.SWEEPS["stdlib-lm"])
     return Result(
         1,
-        f"stdlib-lm, {size.shampoo_steps} steps; torch AdamW lr ∈ {{{lrs}}} (best: {best}), Shampoo lr "
+        f"stdlib-lm, {size.shampoo_steps} steps; torch AdamW lr ∈ {{{lrs}}} (best "
+        f"{best.split('=')[1] if best else '—'}), Shampoo lr "
         f"{cs.shampoo.BEST['stdlib-lm']['shampoo']:g}; target = best AdamW's final eval loss {_f(target, 4)}",
         f"steps {_f(n['shampoo_steps'])} vs {_f(n['adamw_steps'])}; wall {_f(n['shampoo_wall'])} s vs "
         f"{_f(n['adamw_wall'])} s",
@@ -326,7 +326,7 @@ def measure_7(out_dir: Path, size: cs.Size) -> Result:
         "sync_ratio": wall.get("sync network", NAN) / wall["sync no network"],
         "wall_per_step": wall,
     }
-    net = "not calibrated" if network is None else NetworkModel(*network).describe()
+    net = "not calibrated" if network is None else f"{network[0] * 1e3:g} ms, {network[1] / 1e6:.3g} MB/s"
     return Result(
         7,
         f"stdlib-lm batch {size.overlap_lm['batch_size']}×{size.overlap_lm['seq_len']}, 2 gloo processes, "
