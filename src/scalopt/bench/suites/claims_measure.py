@@ -194,19 +194,30 @@ def measure_3(out_dir: Path, size: cs.Size) -> Result:
 
 
 def fit_l0l1(curves: dict[str, list[list[dict[str, Any]]]]) -> dict[str, tuple[float, float]] | None:
-    """(L0, L1) fitted to the finite (‖∇f‖, ‖∇²f‖) evaluations of each L1's runs, if the estimator exists."""
+    """(L0, L1) fitted to the (‖∇f‖, ‖∇²f‖) evaluations of each L1's runs, if the estimator exists.
+
+    Only runs that descended count (finite throughout, last eval loss < first): the path from x0
+    toward x* is what the claim is about, not a run's excursion on its way to overflow (values up to
+    1e35, which the linear program cannot take). An L1 whose fit fails is left out."""
     try:
         from scalopt.theory import estimate_l0l1
     except ImportError:
         return None
     out = {}
     for l1, runs in curves.items():
-        g = [r["eval_grad_norm"] for rows in runs for r in rows if "eval_smoothness" in r]
-        s = [r["eval_smoothness"] for rows in runs for r in rows if "eval_smoothness" in r]
-        keep = [(a, b) for a, b in zip(g, s, strict=True) if math.isfinite(a) and math.isfinite(b)]
+        keep = []
+        for rows in runs:
+            ev = evals(rows, "eval_smoothness")
+            values = [(r["eval_grad_norm"], r["eval_smoothness"], r["eval_loss"]) for r in ev]
+            if (
+                values
+                and all(map(math.isfinite, (v for t in values for v in t)))
+                and ev[-1]["eval_loss"] < ev[0]["eval_loss"]
+            ):
+                keep += [(g, h) for g, h, _ in values]
         try:
-            fit = estimate_l0l1([a for a, _ in keep], [b for _, b in keep])
-        except (ValueError, ArithmeticError):  # fewer than two distinct gradient norms: nothing to fit
+            fit = estimate_l0l1([g for g, _ in keep], [h for _, h in keep])
+        except (ValueError, ArithmeticError):  # too few distinct points, or the LP failed
             continue
         out[l1] = (float(fit.L0), float(fit.L1))
     return out or None
