@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 
-from scalopt.bench import RunSpec
 from scalopt.bench import suites as suite_registry
 from scalopt.bench.suites import claims, claims_extra, claims_specs
 from scalopt.bench.suites import claims_rules as r
@@ -182,18 +181,6 @@ def test_full_and_tiny_specs_are_unique_and_labelled_by_claim():
         assert len({s.run_id for s in specs}) == len(specs)
         assert len({(s.workload, s.label) for s in specs}) == len(specs)
         assert all(s.label.startswith("C") for s in specs)
-
-
-def test_sim_engine_is_validated_and_absent_from_default_records():
-    with pytest.raises(ValueError, match="engine"):
-        RunSpec(workload="digits", optimizer="adam", steps=1, engine="mpi")
-    with pytest.raises(ValueError, match="needs an algorithm"):
-        RunSpec(workload="digits", optimizer="adam", steps=1, engine="sim")
-    assert "engine" not in RunSpec(workload="digits", optimizer="adam", steps=1).to_dict()
-    sim = RunSpec(
-        workload="digits", optimizer="adam", steps=1, workers=2, algorithm="data-parallel", engine="sim"
-    )
-    assert RunSpec.from_dict(sim.to_dict()) == sim
 
 
 def test_only_staged_suites_have_a_runner():
