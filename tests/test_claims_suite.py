@@ -224,3 +224,11 @@ def test_tiny_suite_end_to_end(tmp_path):
     rows = text[first_table:].split("\n\n")[0].splitlines()[2:]
     assert len(rows) == 10 and all(any(w in row for w in (HOLDS, FAILS, INCONCLUSIVE)) for row in rows)
     assert render(tmp_path).read_text() == text  # re-rendered from records: the same report
+
+
+def test_cli_refuses_gpu_options_for_the_cpu_claims_suite(tmp_path, capsys):
+    from scalopt.cli import main
+
+    assert main(["bench", "--suite", "claims", "--autocast", "bf16", "--out", str(tmp_path)]) == 2
+    assert "runs on the CPU" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

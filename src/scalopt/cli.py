@@ -264,10 +264,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     specs = suites.build(args.suite, args.seeds, device=device, autocast=args.autocast)
     out = Path(args.out or f"runs/{args.suite}")
     staged = suites.runner(args.suite)
-    if staged is not None and (device != "cpu" or args.autocast is not None):
-        raise UsageError(
-            f"suite {args.suite} builds its own runs on the CPU: drop --device {args.device} / --autocast"
-        )
+    if staged is not None:  # it builds its own runs, on the CPU (--device auto falls back to it)
+        if args.device == "cuda" or args.autocast is not None:
+            raise UsageError(f"suite {args.suite} runs on the CPU: drop --device cuda / --autocast")
+        device = "cpu"
     print(
         f"suite {args.suite}: {len(specs)} runs{' (and later stages)' if staged else ''} into {out} "
         f"(device {device}, torch threads: {args.threads})"
