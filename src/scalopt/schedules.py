@@ -38,7 +38,7 @@ class InvPower:
         check_nonnegative("s", self.s)
 
     def __call__(self, t: int) -> float:
-        return float(t) ** (-self.s)
+        return t ** (-self.s)  # an int t: float(t) ** (−s); a tensor step (compiled): a tensor
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class OneMinusInvPower:
         check_nonnegative("r", self.r)
 
     def __call__(self, t: int) -> float:
-        return 1.0 - self.theta / float(t) ** self.r
+        return 1.0 - self.theta / t**self.r
 
 
 SCHEDULES: dict[str, type] = {cls.__name__: cls for cls in (Constant, InvPower, OneMinusInvPower)}

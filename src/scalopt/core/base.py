@@ -49,6 +49,13 @@ def first_nonfinite(tensors: list[torch.Tensor]) -> int | None:
     return None
 
 
+def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A boolean 0-dim tensor: every entry of every tensor is finite (one fused norm, no host sync)."""
+    low = all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
+    norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if low else None)
+    return torch.isfinite(torch.stack([n.to(tensors[0].device, torch.float64) for n in norms]).sum())
+
+
 Validator = Callable[[str, Any], Any]
 
 
@@ -174,7 +181,7 @@ class ScaloptOptimizer(torch.optim.Optimizer):
                 f"non-finite gradient in {bad}; nothing was changed. Lower the learning rate, clip "
                 f"gradients, or pass nonfinite='skip' to skip such steps"
             )
-        self._counters["skipped_steps"] += 1
+        self.count("skipped_steps")
         return None
 
     def global_norm(self, norms: list[torch.Tensor]) -> torch.Tensor:
@@ -184,6 +191,8 @@ class ScaloptOptimizer(torch.optim.Optimizer):
             return self._reduce.norm(norms)
         ref = norms[0]
         acc = torch.promote_types(ref.dtype, torch.float32)  # bf16/fp16 norms are summed in float32
+        if all(n.dtype == acc and n.device == ref.device for n in norms):  # no per-tensor casts
+            return torch.linalg.vector_norm(torch.stack(norms))
         return torch.linalg.vector_norm(torch.stack([n.to(ref.device, acc) for n in norms]))
 
     def accept_step(self, batches: list[Any]) -> torch.Tensor | None:
@@ -194,7 +203,7 @@ class ScaloptOptimizer(torch.optim.Optimizer):
         grad_norm = self.check_finite(batches)
         if grad_norm is None:
             return None
-        self._counters["steps"] += 1
+        self.count("steps")
         self.record("grad_norm", grad_norm)
         return grad_norm
 
@@ -206,8 +215,16 @@ class ScaloptOptimizer(torch.optim.Optimizer):
         return None
 
     # -- counters, metrics, state ---------------------------------------------------------------
-    def count(self, name: str, amount: float = 1) -> None:
-        self._counters[name] = self._counters.get(name, 0) + amount
+    def count(self, name: str, amount: float | torch.Tensor = 1) -> None:
+        """Add to a counter. Inside ``torch.compile`` (or given a tensor) the counter becomes a 0-dim
+        float64 tensor, so a traced step neither syncs nor guards on a number that changes per step."""
+        current = self._counters.get(name, 0)
+        if torch.compiler.is_compiling() or isinstance(amount, torch.Tensor):
+            if not isinstance(current, torch.Tensor):
+                current = torch.tensor(float(current), dtype=torch.float64)
+            self._counters[name] = current + amount
+        else:
+            self._counters[name] = current + amount
 
     def record(self, name: str, value: torch.Tensor | float) -> None:
         """Remember the latest value of a per-step quantity for ``metrics()`` (converted lazily)."""
@@ -242,7 +259,8 @@ class ScaloptOptimizer(torch.optim.Optimizer):
                 for i, st in sd["state"].items()
             }
         last = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._last.items()}
-        sd["scalopt"] = {"counters": dict(self._counters), "last": last, "optimizer": type(self).__name__}
+        counters = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in self._counters.items()}
+        sd["scalopt"] = {"counters": counters, "last": last, "optimizer": type(self).__name__}
         return sd
 
     def _check_owner(self, state_dict: Mapping[str, Any], extra: Mapping[str, Any] | None) -> None:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import torch
 
-from scalopt.core.base import ScaloptOptimizer, call_closure, first_nonfinite
+from scalopt.core.base import ScaloptOptimizer, all_finite, call_closure, first_nonfinite
 
 
 class GroupBatch:
@@ -103,18 +103,27 @@ class GroupBatch:
     def buffers(self, key: str) -> list[torch.Tensor]:
         return [s[key] for s in self.states]
 
-    def per_step(self, fn: Any) -> list[float]:
-        """``fn(t)`` for each parameter's 1-based step t (computed once per distinct t)."""
-        cache: dict[int, float] = {}
+    def per_step(self, fn: Any) -> list[Any]:
+        """``fn(t)`` for each parameter's 1-based step t (computed once per distinct t).
+
+        t is an int in eager steps; once a step was traced by ``torch.compile`` it is a 0-dim tensor
+        (``_init_state``) and ``fn`` gets the tensor inside a traced step, its value outside."""
+        traced = torch.compiler.is_compiling()
+        cache: dict[int, Any] = {}
         out = []
         for s in self.states:
             t = s["step"]
+            if traced:
+                out.append(fn(t))
+                continue
+            if isinstance(t, torch.Tensor):
+                t = int(t.item())
             if t not in cache:
                 cache[t] = fn(t)
             out.append(cache[t])
         return out
 
-    def bias_correction(self, beta: float) -> list[float]:
+    def bias_correction(self, beta: float) -> list[Any]:
         """1 − β^t for each parameter's step t."""
         return self.per_step(lambda t: 1.0 - beta**t)
 
@@ -179,6 +188,7 @@ class ChainOptimizer(ScaloptOptimizer):
         super().__init__(params, defaults, nonfinite=nonfinite)
 
     def _init_state(self, group: dict[str, Any], params: list[torch.Tensor]) -> list[dict[str, Any]]:
+        traced = torch.compiler.is_compiling()
         states = []
         for p in params:
             state = self.state[self.state_key(p)]
@@ -189,6 +199,8 @@ class ChainOptimizer(ScaloptOptimizer):
                     like = torch.zeros_like(like, dtype=torch.float32)
                 for t in self.transforms:
                     state.update(t.init(like, group))
+            if traced:
+                tensor_scalars_(state)
             states.append(state)
         return states
 
@@ -213,8 +225,15 @@ class ChainOptimizer(ScaloptOptimizer):
         grad_norm = self.accept_step(found)
         if grad_norm is None:
             return None
+        return self._transform(found, grad_norm, allow_fused=allow_fused, copy_state=copy_state)
+
+    def _transform(
+        self, found: list[Any], grad_norm: torch.Tensor, *, allow_fused: bool, copy_state: bool
+    ) -> tuple[list[GroupBatch], list[Callable[[], None]]]:
+        """Steps counted, transforms run on every group with gradients (``advance`` after its checks)."""
         fused: list[Callable[[], None]] = []
         transactional = copy_state or self.nonfinite == "skip"
+        allow_fused = allow_fused and not torch.compiler.is_compiling()  # traced: the chain's own ops
         batches = []
         for group, idx, params, grads in found:
             states = self._init_state(group, params)
@@ -262,25 +281,38 @@ class ChainOptimizer(ScaloptOptimizer):
                 name = self.param_name(b.group, b.indices[bad])
                 break
             bad -= len(vs)
-        self._counters["steps"] -= 1
+        self.count("steps", -1)
         if self.nonfinite == "raise":
             raise FloatingPointError(
                 f"non-finite update for {name} (from finite gradients); no parameter was changed. "
                 f"Lower the learning rate, raise eps, or pass nonfinite='skip' to skip such steps"
             )
-        self._counters["skipped_steps"] += 1
+        self.count("skipped_steps")
         return False
 
-    def commit(self, batches: list[GroupBatch]) -> None:
-        """Adopt the working state of batches that ran on copies."""
+    def commit(self, batches: list[GroupBatch], ok: torch.Tensor | None = None) -> None:
+        """Adopt the working state of batches that ran on copies (``ok``: only where it is True,
+        entry by entry with ``torch.where``; the step is then skipped without a host sync)."""
         for b in batches:
-            if b.committed is not None:
-                for dst, src in zip(b.committed, b.states):
+            if b.committed is None:
+                continue
+            for dst, src in zip(b.committed, b.states):
+                if ok is None:
                     dst.update(src)
+                    continue
+                for k, v in src.items():
+                    old = dst.get(k)
+                    if isinstance(old, torch.Tensor) and old.shape == v.shape:
+                        old.copy_(torch.where(ok, v, old))
+                    else:  # an entry created by this step (kept: the step counter decides its use)
+                        dst[k] = v
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         loss = call_closure(closure)
+        if torch.compiler.is_compiling() and self.nonfinite == "skip":
+            self._masked_step()
+            return loss
         pending = self.advance()
         if pending is None:
             return loss
@@ -295,8 +327,37 @@ class ChainOptimizer(ScaloptOptimizer):
             call()
         return loss
 
+    def _masked_step(self) -> None:
+        """``nonfinite="skip"`` without a host sync (the step ``torch.compile`` traces): the step is
+        taken on copies of the state and every buffer and parameter is written through
+        ``torch.where(ok, new, old)``, ok = every gradient and every new value finite."""
+        found = self.grads_by_group()
+        if not found:
+            return
+        grad_norm = self.global_norm([n for *_, grads in found for n in torch._foreach_norm(grads)])
+        ok = torch.isfinite(grad_norm)
+        self.record("grad_norm", grad_norm)
+        batches, _ = self._transform(found, grad_norm, allow_fused=False, copy_state=True)
+        new = [b.new_values(b.group["lr"]) for b in batches]
+        ok = ok & all_finite([t for vs in new for t in vs])
+        self.count("steps", ok)
+        self.count("skipped_steps", ~ok)
+        self.commit(batches, ok)
+        for b, values in zip(batches, new):
+            torch._foreach_copy_(b.targets, [torch.where(ok, n, t) for n, t in zip(values, b.targets)])
+
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def tensor_scalars_(state: dict[str, Any]) -> None:
+    """Python numbers in a state (the step, running products) as 0-dim float64 CPU tensors, as
+    torch.optim keeps its steps on the host: a traced step then reads tensors, not numbers
+    ``torch.compile`` would guard on and recompile for at every step (float64: β^t as exact as the
+    eager step's Python float). Done once, at the first traced step."""
+    for k, v in state.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            state[k] = torch.tensor(float(v), dtype=torch.float64)
 
 
 def working_view(t: torch.Tensor) -> torch.Tensor:

@@ -75,9 +75,9 @@ def momentum_(m: list[torch.Tensor], g: list[torch.Tensor], beta1: float) -> Non
 def denominator(v: list[torch.Tensor], scale: list[float] | None, eps: list[float]) -> list[torch.Tensor]:
     """d = scale·√v + eps, per tensor, as new tensors (``v`` is read only; ``scale`` None: 1)."""
     d = torch._foreach_sqrt(v)
-    if scale is not None and any(s != 1.0 for s in scale):
+    if scale is not None and any(isinstance(s, torch.Tensor) or s != 1.0 for s in scale):
         torch._foreach_mul_(d, scale)
-    if any(e != 0.0 for e in eps):
+    if any(isinstance(e, torch.Tensor) or e != 0.0 for e in eps):
         torch._foreach_add_(d, eps)
     return d
 
@@ -85,10 +85,17 @@ def denominator(v: list[torch.Tensor], scale: list[float] | None, eps: list[floa
 def bias_corrected_scales(
     bc1: list[float], bc2: list[float], eps: float, decay: list[float] | None = None
 ) -> tuple[list[float], list[float]]:
-    """(scale, eps) for ``denominator`` so that m/d = decay·m̂/(√v̂ + ε) with m̂ = m/bc1, v̂ = v/bc2."""
+    """(scale, eps) for ``denominator`` so that m/d = decay·m̂/(√v̂ + ε) with m̂ = m/bc1, v̂ = v/bc2.
+
+    The inputs may be 0-dim tensors (a traced step's tensor step counts); the outputs are then too."""
     d = decay if decay is not None else [1.0] * len(bc1)
-    scale = [c1 / (dt * math.sqrt(c2)) for c1, c2, dt in zip(bc1, bc2, d)]
+    scale = [c1 / (dt * sqrt(c2)) for c1, c2, dt in zip(bc1, bc2, d)]
     return scale, [eps * c1 / dt for c1, dt in zip(bc1, d)]
+
+
+def sqrt(x: float | torch.Tensor) -> float | torch.Tensor:
+    """√x of a number (``math.sqrt``, correctly rounded) or of a tensor."""
+    return x.sqrt() if isinstance(x, torch.Tensor) else math.sqrt(x)
 
 
 def fusable(tensors: list[torch.Tensor], *, lr: float, eps: float, weight_decay: float) -> bool:
@@ -115,7 +122,7 @@ def fused_adam_(
     grads: list[torch.Tensor],
     m: list[torch.Tensor],
     v: list[torch.Tensor],
-    steps: list[int],
+    steps: list[int | torch.Tensor],
     *,
     lr: float,
     betas: tuple[float, float],
@@ -130,6 +137,7 @@ def fused_adam_(
     device = params[0].device
     state_steps = []
     for t in steps:
+        t = int(t)  # a 0-dim tensor once a step was traced by torch.compile
         if t not in cache:
             cache[t] = torch.tensor(float(t), dtype=torch.float32, device=device)
         state_steps.append(cache[t])

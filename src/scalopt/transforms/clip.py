@@ -22,6 +22,9 @@ class clip_by_global_norm:  # noqa: N801 - transforms are verbs
         return {}
 
     def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
+        if torch.compiler.is_compiling():  # traced: the factor as a tensor, no host sync
+            self._traced(batches, ctx)
+            return
         norm = float(ctx.grad_norm)
         clipped = False
         for b in batches:
@@ -31,3 +34,15 @@ class clip_by_global_norm:  # noqa: N801 - transforms are verbs
             b.scale(max_norm / norm)
             clipped = True
         ctx.optimizer.count("clipped_steps", int(clipped))
+
+    @staticmethod
+    def _traced(batches: list[GroupBatch], ctx: StepContext) -> None:
+        norm = ctx.grad_norm.double()
+        clipped = torch.zeros((), dtype=torch.bool, device=norm.device)
+        for b in batches:
+            max_norm = b.group["max_norm"]
+            if math.isinf(max_norm):
+                continue
+            b.scale((max_norm / norm).clamp(max=1.0).to(b.params[0].dtype))
+            clipped = clipped | (norm > max_norm)
+        ctx.optimizer.count("clipped_steps", clipped)

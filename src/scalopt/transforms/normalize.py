@@ -21,7 +21,13 @@ class normalize_by_global_norm:  # noqa: N801 - transforms are verbs
         norms: list[torch.Tensor] = []
         for b in batches:
             norms.extend(torch._foreach_norm(b.updates))
-        total = float(ctx.optimizer.global_norm([n.double() for n in norms]))  # over all ranks' shards
+        total = ctx.optimizer.global_norm([n.double() for n in norms])  # over all ranks' shards
+        if torch.compiler.is_compiling():  # traced: the factor as a tensor, no host sync
+            ctx.optimizer.record("update_norm", total)
+            for b in batches:
+                b.scale((1.0 / (total + b.group["eps"])).to(b.params[0].dtype))
+            return
+        total = float(total)
         ctx.optimizer.record("update_norm", total)
         for b in batches:
             b.scale(1.0 / (total + b.group["eps"]))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from scalopt.core.chain import GroupBatch, StepContext
+from scalopt.transforms.adam_kernel import sqrt
 
 
 class scale_by_generalized_sign:  # noqa: N801 - transforms are verbs
@@ -38,7 +39,7 @@ class scale_by_generalized_sign:  # noqa: N801 - transforms are verbs
             if b.group["bias_correction"]:
                 bc1 = b.bias_correction(beta1)
                 bc2 = b.bias_correction(beta2)
-                torch._foreach_mul_(denom, [c1 / math.sqrt(c2) for c1, c2 in zip(bc1, bc2)])
+                torch._foreach_mul_(denom, [c1 / sqrt(c2) for c1, c2 in zip(bc1, bc2)])
                 torch._foreach_add_(denom, [eps * c1 for c1 in bc1])
             elif eps != 0:
                 torch._foreach_add_(denom, eps)

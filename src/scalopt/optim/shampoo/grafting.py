@@ -27,8 +27,6 @@ blocks that have their roots. The accumulator and denominator are the one Adam k
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from scalopt.transforms import adam_kernel
@@ -60,7 +58,7 @@ def direction(
     """(Q, scale) with P_gr = scale·Q for every unit; Q may alias ``m`` (sgd, None): never write into it."""
     if not needs_accumulator(grafting):
         return m, list(c1)
-    s2 = [math.sqrt(bc) for bc in bias_correction2] if grafting == "adam" else [1.0] * len(m)
+    s2 = [adam_kernel.sqrt(bc) for bc in bias_correction2] if grafting == "adam" else [1.0] * len(m)
     denom = adam_kernel.denominator(v, None, [eps * s for s in s2])
     return torch._foreach_div(m, denom), [a * b for a, b in zip(c1, s2)]
 

@@ -183,9 +183,12 @@ class GroupPlan:
         self.unit_items = [[i for i, _ in pairs] for pairs in (*buckets.values(), *diag.values())]
 
     # -- phases ------------------------------------------------------------------------------------
-    def begin(self) -> None:
+    def begin(self, step_tensors: bool = False) -> None:
+        """Count the step. ``step_tensors``: also hold each unit's t as a 0-dim tensor, which a step
+        traced by ``torch.compile`` reads instead of the int (no guard on a per-step number)."""
         for u in self.units:
             u.t += 1
+            u.t_tensor = torch.tensor(float(u.t), dtype=torch.float64) if step_tensors else None
         for state, unit in self.param_states.values():
             state["step"] = unit.t
 
@@ -223,7 +226,7 @@ class GroupPlan:
         if beta1 > 0:
             m = [u.buffer("exp_avg") for u in self.units]
             torch._foreach_lerp_(m, g, 1.0 - beta1)
-            c1 = [1.0 / (1.0 - beta1**u.t) for u in self.units]
+            c1 = [1.0 / (1.0 - beta1 ** step_of(u)) for u in self.units]
         return Accumulated(m=m, c1=c1, v=v, w=w)
 
     def directions(self, work: Accumulated) -> list[torch.Tensor]:
@@ -245,7 +248,7 @@ class GroupPlan:
         """P per unit: the grafted Shampoo direction (the graft alone where no root yet)."""
         group = self.group
         graft, m, c1 = group["grafting"], work.m, work.c1
-        bc2 = [1.0 - group["grafting_beta2"] ** u.t for u in self.units] if graft == "adam" else []
+        bc2 = [1.0 - group["grafting_beta2"] ** step_of(u) for u in self.units] if graft == "adam" else []
         q, scale = grafting.direction(m, work.v, graft, group["grafting_eps"], c1, bc2)
         p: list[torch.Tensor | None] = [None] * len(self.units)
         for k, sg in enumerate(self.shape_groups):
@@ -254,13 +257,13 @@ class GroupPlan:
             p_sh = sg.precondition(m[k], self.precision)  # P_sh of Ĝ is c1·p_sh
             if graft is not None:
                 p_sh = grafting.match_block_norms(p_sh, q[k], c1[k], scale[k])
-            elif c1[k] != 1.0:
+            elif not is_one(c1[k]):
                 p_sh = p_sh.mul_(c1[k])
             if not sg.all_rooted:
                 p_sh = torch.where(sg.mask, p_sh, (q[k] * scale[k]).to(p_sh.dtype))
             p[k] = p_sh.to(sg.dtype)
         # P_gr = scale·Q where it is the direction (graft-only units, blocks without roots yet)
-        rest = [k for k in range(len(p)) if p[k] is None and scale[k] != 1.0]
+        rest = [k for k in range(len(p)) if p[k] is None and not is_one(scale[k])]
         if rest:
             for k, d in zip(rest, torch._foreach_mul([q[k] for k in rest], [scale[k] for k in rest])):
                 p[k] = d
@@ -314,6 +317,17 @@ def factor_beta(group: dict[str, Any]) -> float:
     """The β of the factor statistics: ``shampoo_beta``, or β2 = ``betas[1]`` when it is None."""
     beta = group.get("shampoo_beta")
     return group["betas"][1] if beta is None else beta
+
+
+def step_of(unit: Unit) -> int | torch.Tensor:
+    """A unit's step t: the int, or in a step traced by ``torch.compile`` the tensor ``begin`` set."""
+    t_tensor = getattr(unit, "t_tensor", None)
+    return t_tensor if t_tensor is not None and torch.compiler.is_compiling() else unit.t
+
+
+def is_one(x: float | torch.Tensor) -> bool:
+    """x == 1 known on the host (a tensor factor, from a traced step, is always applied)."""
+    return not isinstance(x, torch.Tensor) and x == 1.0
 
 
 def block_numel(block: Block) -> int:

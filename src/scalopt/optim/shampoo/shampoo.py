@@ -236,6 +236,29 @@ class Shampoo(ScaloptOptimizer):
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         loss = call_closure(closure)
+        if torch.compiler.is_compiling():
+            work = self._untraced_prologue()
+            if work is not None:
+                self._traced_phases(work)
+            return loss
+        self._step()
+        return loss
+
+    @torch._dynamo.disable
+    def _untraced_prologue(self) -> list[Any] | None:
+        """The part of a ``torch.compile``-traced step that reads host values (checks, plans, the
+        overflow bound, the root schedule): run eagerly. It runs root steps, transactions and
+        distributed steps to the end itself (None); an in-place step between root steps is begun
+        (steps counted, unit step tensors set) and its work handed to ``_traced_phases``."""
+        return self._step(traceable=True)
+
+    def _traced_phases(self, work: list[Any]) -> None:
+        """accumulate → directions → apply of a step between root steps (what torch.compile traces)."""
+        accumulated = [plan.accumulate(grads) for plan, grads in work]
+        for (plan, _), acc in zip(work, accumulated):
+            plan.apply(plan.item_sources(plan.directions(acc)), plan.group["lr"])
+
+    def _step(self, traceable: bool = False) -> list[Any] | None:
         found = self.grads_by_group()
         if self._reduce.active and self._dist is not None:
             raise ValueError(
@@ -247,7 +270,7 @@ class Shampoo(ScaloptOptimizer):
         before = (dict(self._counters), dict(self._last))
         grad_norm = self.accept_step(found)
         if grad_norm is None:
-            return loss
+            return None
         self._fresh = set()  # parameters without state until the plans made now (see _plan)
         try:
             work = [(self._plan(group, idx, params), grads) for group, idx, params, grads in found]
@@ -261,9 +284,14 @@ class Shampoo(ScaloptOptimizer):
         if self._reduce.active:  # FSDP2 shards: every rank takes the same path (measure is a collective)
             bound = float(self._reduce.max(torch.tensor([bound], dtype=torch.float64))[0])
         if bound <= StepGuard.limit(params):  # no entry can overflow: in place, nothing to check
-            self._run(work, None)
             self._guard.bound = bound
-            return loss
+            if traceable and self._between_roots(work):
+                for plan, _ in work:
+                    plan.begin(step_tensors=True)
+                self._record_staleness([sg for plan, _ in work for sg in plan.shape_groups])
+                return work
+            self._run(work, None)
+            return None
         # a transaction: copy what the step may change, put it back if the state overflows
         for plan, _ in work:
             for sg in plan.shape_groups:
@@ -283,7 +311,18 @@ class Shampoo(ScaloptOptimizer):
                     f"or pass nonfinite='skip' to skip such steps"
                 )
             self._counters["skipped_steps"] += 1
-        return loss
+        return None
+
+    def _between_roots(self, work: list[Any]) -> bool:
+        """Whether the coming step is neither a root step nor an install step of any shape group."""
+        if self._dist is not None:
+            return False
+        for plan, _ in work:
+            for sg in plan.shape_groups:
+                t = sg.t + 1
+                if self._roots.due(t) or (sg.pending and sg.pending[0].install_step <= t):
+                    return False
+        return True
 
     def _run(self, work: list[Any], check: list[torch.Tensor] | None) -> tuple[float, float] | None:
         """The phases of one step; with ``check``, the state of those parameters is measured right
