@@ -38,10 +38,9 @@ def first_nonfinite(tensors: list[torch.Tensor]) -> int | None:
     one host sync; tensors are inspected one by one only when that norm is not finite."""
     if not tensors:
         return None
-    ref = tensors[0]
     low = all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
     norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if low else None)
-    if bool(torch.isfinite(torch.stack([n.to(ref.device, torch.float64) for n in norms]).sum())):
+    if bool(torch.isfinite(stack_norms(norms).sum())):
         return None
     for i, t in enumerate(tensors):
         if not bool(torch.isfinite(t).all()):
@@ -49,11 +48,20 @@ def first_nonfinite(tensors: list[torch.Tensor]) -> int | None:
     return None
 
 
+def stack_norms(norms: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Per-tensor norms as one float64 vector (one stack and one cast when they share a dtype and a
+    device, the common case: per-tensor casts cost a dispatch each, which CPU steps feel)."""
+    ref = norms[0]
+    if all(n.dtype == ref.dtype and n.device == ref.device for n in norms):
+        return torch.stack(norms).to(torch.float64)
+    return torch.stack([n.to(ref.device, torch.float64) for n in norms])
+
+
 def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
     """A boolean 0-dim tensor: every entry of every tensor is finite (one fused norm, no host sync)."""
     low = all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
     norms = torch._foreach_norm(tensors, 2, dtype=torch.float32 if low else None)
-    return torch.isfinite(torch.stack([n.to(tensors[0].device, torch.float64) for n in norms]).sum())
+    return torch.isfinite(stack_norms(norms).sum())
 
 
 Validator = Callable[[str, Any], Any]

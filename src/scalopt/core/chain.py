@@ -29,6 +29,15 @@ only with eps = 0 or values near the dtype's largest): reload a checkpoint to re
 
 A subclass whose chain is exactly a kernel torch ships steps a group in it instead (``fused_step``;
 ``GenericAdam`` → torch's fused Adam/AdamW through ``scalopt.transforms.adam_kernel``).
+
+``torch.compile(opt.step)``: inside a traced step (``torch.compiler.is_compiling()``) the chain runs
+its own ops (no fused dispatch), the Python numbers of the state (the step, running products) and
+the counters become 0-dim tensors at the first traced step, as torch.optim's compiled Adam keeps its
+steps, so nothing guarded changes from step to step: after warm-up no recompiles, no new graphs.
+``nonfinite="raise"`` keeps its host-side checks (graph breaks, the parameter named);
+``nonfinite="skip"`` becomes a masked step without a host sync: the transforms run on copies of
+the state and every buffer and parameter is written through ``torch.where(ok, new, old)``, ok =
+all gradients and all new values finite.
 """
 
 from __future__ import annotations

@@ -54,6 +54,12 @@ parameters first and check it. (Root failures keep their own policy above: a ste
 eigenbasis of each block's factors instead of their roots, on the same blocks, statistics, sharding
 and refresh machinery; its rule, defaults and deviations are in ``soap.py``.
 
+``torch.compile(opt.step)``: the host-side part of a step (gradient check, plans, the overflow
+bound, the root schedule, timing) runs untraced (``torch._dynamo.disable``); root steps, install
+steps, transactions and distributed steps run there eagerly to the end, and the steps between root
+steps trace accumulate → directions → apply, reading each unit's step as a 0-dim float64 tensor.
+After warm-up: no recompiles and no new graphs (the untraced call is a graph break every step).
+
 Speed: the block plan is made once; same-shaped blocks of a param group are stacked so statistics
 and preconditioning are ``baddbmm``/``bmm`` per shape, the graft-only parameters' element-wise state
 is one flat buffer per (step, dtype), element-wise state uses ``torch._foreach_*`` with the bias
