@@ -130,3 +130,33 @@ def test_shampoo_step_between_roots_compiles_once(nonfinite: str) -> None:
     eager, _ = run(False)
     for a, b in zip(params, eager):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_state_after_compiled_steps_round_trips(tmp_path: object) -> None:
+    """Compiled steps leave tensor steps in the state: saved, loaded with weights_only, and stepped eagerly
+    the result equals the optimizer that keeps going (whose next step runs the fused kernel eagerly)."""
+    model = _model()
+    opt = registry.build("adamw", model.parameters(), lr=1e-2, nonfinite="skip")
+    step = torch.compile(opt.step, backend="aot_eager")
+    x, y = torch.randn(8, 3), torch.randn(8, 2)
+
+    def grads(m: torch.nn.Module) -> None:
+        for p in m.parameters():
+            p.grad = None
+        torch.nn.functional.mse_loss(m(x), y).backward()
+
+    for _ in range(3):
+        grads(model)
+        step()
+    assert isinstance(next(iter(opt.state.values()))["step"], torch.Tensor)
+    path = tmp_path / "opt.pt"  # type: ignore[operator]
+    torch.save(opt.state_dict(), path)
+    clone = _model()
+    clone.load_state_dict(model.state_dict())
+    other = registry.build("adamw", clone.parameters(), lr=1e-2, nonfinite="skip")
+    other.load_state_dict(torch.load(path, weights_only=True))
+    for m, o in ((model, opt), (clone, other)):
+        grads(m)
+        o.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), clone.parameters()))
+    assert other.metrics()["steps"] == opt.metrics()["steps"] == 4
