@@ -70,6 +70,10 @@ def main() -> None:
     parser.add_argument("--workload", default="stdlib-lm")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # every optimizer here compiles the same shared code (torch.optim's step wrapper, ChainOptimizer.step)
+    # for its own instance: more entries than the default limit of 8 per code object, in one process
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.accumulated_recompile_limit = 1024
     backend = _pick_backend(args.backend)
     wl = workloads.get(args.workload)
     runs = []

@@ -11,7 +11,9 @@ from torch._dynamo.utils import counters
 
 from scalopt.optim import registry
 
-ELEMENTWISE = [n for n, e in registry.OPTIMIZERS.items() if e.scalopt and e.family in ("adam", "smoothness")]
+ELEMENTWISE = [
+    n for n, e in registry.OPTIMIZERS.items() if e.scalopt and e.family in ("adam", "smoothness", "proximal")
+]
 WARMUP, STEPS = 6, 50
 
 
@@ -103,13 +105,20 @@ def test_compiled_raise_names_the_parameter() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-@pytest.mark.parametrize("nonfinite", ["raise", pytest.param("skip", marks=pytest.mark.slow)])
-def test_shampoo_step_between_roots_compiles_once(nonfinite: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "nonfinite"),
+    [
+        ("shampoo", "raise"),
+        pytest.param("shampoo", "skip", marks=pytest.mark.slow),
+        pytest.param("soap", "raise", marks=pytest.mark.slow),
+    ],
+)
+def test_shampoo_step_between_roots_compiles_once(name: str, nonfinite: str) -> None:
     """Root steps (every 3rd) run eagerly in the untraced prologue; the steps between them are traced."""
 
     def run(compiled: bool) -> tuple[list[torch.Tensor], CompileCounterWithBackend | None]:
         model = _model()
-        opt = registry.build("shampoo", model.parameters(), lr=1e-2, precondition_frequency=3, momentum=0.5)
+        opt = registry.build(name, model.parameters(), lr=1e-2, precondition_frequency=3, momentum=0.5)
         opt.nonfinite = nonfinite
         cnt = CompileCounterWithBackend("aot_eager") if compiled else None
         step = torch.compile(opt.step, backend=cnt) if compiled else opt.step

@@ -46,6 +46,9 @@ class _Cycled:
 class add_proximal_pull(_Cycled):  # noqa: N801 - transforms are verbs
     def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
         for b, inner in self.cycling(batches):
+            if torch.compiler.is_compiling():
+                self._traced(b)
+                continue
             for s, x, k in zip(b.states, b.params, inner):
                 if k == 0:
                     if "anchor" in s:
@@ -66,10 +69,25 @@ class add_proximal_pull(_Cycled):  # noqa: N801 - transforms are verbs
                     full[i] = d
                 b.add(full, alpha=coef)
 
+    @staticmethod
+    def _traced(b: GroupBatch) -> None:
+        """The same rule without host branching (``torch.compile``, tensor steps): the anchor is
+        rewritten where s = 0, and the pull x − anchor is then 0 there, so it is added everywhere."""
+        for s, x, k in zip(b.states, b.params, inner_steps(b)):
+            if "anchor" in s:
+                s["anchor"].copy_(torch.where(k == 0, x, s["anchor"]))
+            else:
+                s["anchor"] = x.clone(memory_format=torch.preserve_format)
+        lr, weight = b.group["lr"], b.group["prox_weight"]
+        if weight != 0 and lr != 0:
+            b.add(torch._foreach_sub(b.params, [s["anchor"] for s in b.states]), alpha=2.0 * weight / lr)
+
 
 class scale_by_sawtooth(_Cycled):  # noqa: N801 - transforms are verbs
     def update(self, batches: list[GroupBatch], ctx: StepContext) -> None:
         for b, inner in self.cycling(batches):
             ctx.optimizer.record("inner_step", inner[0])
-            if any(inner):
+            if torch.compiler.is_compiling():  # tensor steps: the factors as tensors, no branch
+                b.scale([1.0 / (k + 1) for k in inner])
+            elif any(inner):
                 b.scale([1.0 / (k + 1) for k in inner])

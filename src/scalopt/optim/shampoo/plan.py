@@ -25,7 +25,7 @@ import torch
 
 from scalopt.optim.shampoo import grafting, soap
 from scalopt.optim.shampoo.blocking import Block, ParamPlan, block_cost, plan_param
-from scalopt.optim.shampoo.preconditioner import DiagGroup, Entry, ShapeGroup
+from scalopt.optim.shampoo.preconditioner import DiagGroup, Entry, ShapeGroup, step_of
 from scalopt.optim.sharding import assign_lpt
 from scalopt.transforms.momentum import heavy_ball_
 from scalopt.transforms.weight_decay import decay
@@ -317,12 +317,6 @@ def factor_beta(group: dict[str, Any]) -> float:
     """The β of the factor statistics: ``shampoo_beta``, or β2 = ``betas[1]`` when it is None."""
     beta = group.get("shampoo_beta")
     return group["betas"][1] if beta is None else beta
-
-
-def step_of(unit: Unit) -> int | torch.Tensor:
-    """A unit's step t: the int, or in a step traced by ``torch.compile`` the tensor ``begin`` set."""
-    t_tensor = getattr(unit, "t_tensor", None)
-    return t_tensor if t_tensor is not None and torch.compiler.is_compiling() else unit.t
 
 
 def is_one(x: float | torch.Tensor) -> bool:

@@ -335,6 +335,13 @@ def matmul_tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
+def step_of(unit: ShapeGroup | DiagGroup) -> int | torch.Tensor:
+    """A unit's step t: the int, or in a step traced by ``torch.compile`` the 0-dim tensor that
+    ``GroupPlan.begin`` set (a traced step must not read a number that changes every step)."""
+    t_tensor = getattr(unit, "t_tensor", None)
+    return t_tensor if t_tensor is not None and torch.compiler.is_compiling() else unit.t
+
+
 def resolve(pending: Pending) -> float:
     """Wait for a pending root computation; returns the seconds spent waiting."""
     if pending.roots is not None:

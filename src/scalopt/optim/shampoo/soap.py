@@ -67,13 +67,12 @@ and 4; the authors' code fixes the schedule, the re-ordering and the defaults ab
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import torch
 
 from scalopt.linalg.eigenbasis import eigenbasis
-from scalopt.optim.shampoo.preconditioner import DiagGroup, Pending, ShapeGroup
+from scalopt.optim.shampoo.preconditioner import DiagGroup, Pending, ShapeGroup, step_of
 from scalopt.optim.shampoo.refresh import RootRefresher, Slot, collect
 from scalopt.transforms import adam_kernel
 
@@ -147,7 +146,7 @@ def accumulate(
         adam_kernel.moments_(None, [v[k] for k in live], [x[k] for k in live], beta1, beta2)
     c1 = [0.0] * len(units)
     for k in live:
-        tau = units[k].t - (1 if k < n_sg else 0)
+        tau = step_of(units[k]) - (1 if k < n_sg else 0)
         c1[k] = 1.0 / (1.0 - beta1**tau) if beta1 > 0 else 1.0
     return m, c1, v
 
@@ -166,10 +165,10 @@ def directions(
     n_sg = len(shape_groups)
     out: list[torch.Tensor] = []
     for k, u in enumerate(units):
-        if c1[k] == 0.0:  # a block at its first step
+        if not isinstance(c1[k], torch.Tensor) and c1[k] == 0.0:  # a block at its first step
             out.append(torch.zeros((u.n, *u.shape), dtype=u.dtype, device=u.device))
             continue
-        s2 = math.sqrt(1.0 - beta2 ** (u.t - (1 if k < n_sg else 0)))
+        s2 = adam_kernel.sqrt(1.0 - beta2 ** (step_of(u) - (1 if k < n_sg else 0)))
         # m̂/(√v̂ + ε) = (c1·s2)·m/(√v + ε·s2), s2 = √(1−β2^τ)
         q = m[k] / adam_kernel.denominator([v[k]], None, [eps * s2])[0]
         if k < n_sg:
