@@ -49,7 +49,7 @@ def run(model, opt, t0, t1, rank):
         loss = ((model(x) - y) ** 2).mean()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 

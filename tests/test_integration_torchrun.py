@@ -6,25 +6,17 @@ with the same parameters."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from integration_helpers import EXAMPLES
+from integration_helpers import run_torchrun_example
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STEPS = 8
 
 
 def test_torchrun_two_ranks():
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    src = os.path.join(os.path.dirname(EXAMPLES), "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += [os.path.join(EXAMPLES, "torchrun_ddp.py"), "--steps", str(STEPS), "--json"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_torchrun_example("torchrun_ddp", "--steps", str(STEPS), "--json")
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["world_size"] == 2 and result["steps"] == STEPS
