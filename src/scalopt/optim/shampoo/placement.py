@@ -240,27 +240,36 @@ def assemble(
 ) -> dict[int, RootResult]:
     """Per shape group (by index) its RootResult, from each batch's solved row ranges (start, Solved);
     ``outs``: per batch the buffer the row ranges were written into (None: concatenate them)."""
-    roots: dict[int, dict[int, torch.Tensor]] = {}
-    oks: dict[int, dict[int, list[bool]]] = {}
-    reasons: dict[int, dict[int, list[str | None]]] = {}
-    errors: dict[int, BaseException | None] = {}
-    seconds: dict[int, float] = {}
+    per_batch = []
     for batch, parts, out in zip(batches, solved, outs or [None] * len(batches)):
         if out is not None:
             full = out
         else:
             full = parts[0][1].roots if len(parts) == 1 else torch.cat([s.roots for _, s in parts])
+        if full.device != batch.device:
+            full = full.to(batch.device, non_blocking=True)
         ok = [x for _, s in parts for x in s.ok]
         why = [x for _, s in parts for x in s.reasons]
         error = next((s.error for _, s in reversed(parts) if s.error is not None), None)
-        share = sum(s.seconds for _, s in parts) / len(batch.slots)
-        if full.device != batch.device:
-            full = full.to(batch.device, non_blocking=True)
+        per_batch.append((batch, Solved(full, ok, why, error, sum(s.seconds for _, s in parts))))
+    return regroup(per_batch)
+
+
+def regroup(per_batch: list[tuple[Any, Any]]) -> dict[int, RootResult]:
+    """Per shape group (by index) its RootResult, from each batch (anything with ``slots``) and the
+    result for its rows (``roots``, ``ok``, ``reasons``, ``error``, ``seconds`` for the whole batch)."""
+    roots: dict[int, dict[int, torch.Tensor]] = {}
+    oks: dict[int, dict[int, list[bool]]] = {}
+    reasons: dict[int, dict[int, list[str | None]]] = {}
+    errors: dict[int, BaseException | None] = {}
+    seconds: dict[int, float] = {}
+    for batch, res in per_batch:
+        share = res.seconds / len(batch.slots)
         for g, i, a, b in batch.slots:
-            roots.setdefault(g, {})[i] = full[a:b]
-            oks.setdefault(g, {})[i] = ok[a:b]
-            reasons.setdefault(g, {})[i] = why[a:b]
-            errors[g] = error or errors.get(g)
+            roots.setdefault(g, {})[i] = res.roots[a:b]
+            oks.setdefault(g, {})[i] = res.ok[a:b]
+            reasons.setdefault(g, {})[i] = res.reasons[a:b]
+            errors[g] = res.error or errors.get(g)
             seconds[g] = seconds.get(g, 0.0) + share
     return {
         g: RootResult(

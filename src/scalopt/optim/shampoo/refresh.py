@@ -40,7 +40,7 @@ import torch
 
 from scalopt.core.validate import check_int
 from scalopt.linalg import finite_rows, nonfinite_report
-from scalopt.optim.shampoo.placement import Placement, RootPlacement, Slot
+from scalopt.optim.shampoo.placement import Placement, RootPlacement, Slot, Solved, regroup
 from scalopt.optim.shampoo.preconditioner import Pending, RootResult, ShapeGroup, resolve
 
 __all__ = ["MAX_CONSECUTIVE_FAILURES", "RootFailureError", "RootRefresher", "Slot", "collect"]
@@ -67,31 +67,13 @@ class InlineExecutor(Executor):
 def collect(batches: list[Any], solve: Callable[[Any], Any]) -> dict[int, RootResult]:
     """Run ``solve`` on every batch (anything with ``slots``; it returns a ``scalopt.linalg.RootResult``
     for the batch's rows) and regroup the rows per shape group and factor, with the time each took."""
-    roots: dict[int, dict[int, torch.Tensor]] = {}
-    oks: dict[int, dict[int, list[bool]]] = {}
-    reasons: dict[int, dict[int, list[str | None]]] = {}
-    errors: dict[int, BaseException | None] = {}
-    seconds: dict[int, float] = {}
+    per_batch = []
     for batch in batches:
         start = time.perf_counter()
         res = solve(batch)
-        share = (time.perf_counter() - start) / len(batch.slots)
-        for g, i, a, b in batch.slots:
-            roots.setdefault(g, {})[i] = res.roots[a:b]
-            oks.setdefault(g, {})[i] = res.ok[a:b]
-            reasons.setdefault(g, {})[i] = res.reasons[a:b]
-            errors[g] = res.error or errors.get(g)
-            seconds[g] = seconds.get(g, 0.0) + share
-    return {
-        g: RootResult(
-            roots=[r[i] for i in sorted(r)],
-            ok=[oks[g][i] for i in sorted(r)],
-            reasons=[reasons[g][i] for i in sorted(r)],
-            error=errors[g],
-            seconds=seconds[g],
-        )
-        for g, r in roots.items()
-    }
+        seconds = time.perf_counter() - start
+        per_batch.append((batch, Solved(res.roots, res.ok, res.reasons, res.error, seconds)))
+    return regroup(per_batch)
 
 
 class RootRefresher:
