@@ -89,6 +89,18 @@ class Pending:
     error: BaseException | None = None
     seconds: float = 0.0
 
+    @classmethod
+    def computed(cls, install_step: int, snapshot_step: int, res: RootResult) -> Pending:
+        """Roots already computed (``res``), to be installed at ``install_step``."""
+        pending = cls(install_step, snapshot_step)
+        pending.take(res)
+        return pending
+
+    def take(self, res: RootResult) -> None:
+        """Hold the computed ``res``; nothing is pending on a future any more."""
+        self.roots, self.ok, self.reasons, self.error = res.roots, res.ok, res.reasons, res.error
+        self.seconds, self.future = res.seconds, None
+
 
 class DiagGroup:
     """Graft-only parameters with the same step, dtype and device: their element-wise state is flat.
@@ -350,7 +362,5 @@ def resolve(pending: Pending) -> float:
     assert pending.future is not None
     results = pending.future.result()
     waited = time.perf_counter() - start
-    res: RootResult = results[pending.key]
-    pending.roots, pending.ok, pending.reasons, pending.error = res.roots, res.ok, res.reasons, res.error
-    pending.seconds, pending.future = res.seconds, None
+    pending.take(results[pending.key])
     return waited

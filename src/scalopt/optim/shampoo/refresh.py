@@ -127,16 +127,7 @@ class RootRefresher:
         failures, error = [], None
         for g, (sg, _, _) in enumerate(items):
             res = results[g]
-            pend = Pending(
-                sg.t,
-                sg.t,
-                roots=res.roots,
-                ok=res.ok,
-                reasons=res.reasons,
-                error=res.error,
-                seconds=res.seconds,
-            )
-            failures += sg.install(pend)
+            failures += sg.install(Pending.computed(sg.t, sg.t, res))
             error = res.error or error
             self.count("root_seconds", res.seconds)
         self._account(failures, error, items[0][0].t)

@@ -225,15 +225,4 @@ class BasisRefresher(RootRefresher):
             return
         results = collect(work, solve)
         for g, (sg, _, _) in enumerate(items):
-            res = results[g]
-            sg.pending.append(
-                Pending(
-                    sg.t + 1,
-                    sg.t,
-                    roots=res.roots,
-                    ok=res.ok,
-                    reasons=res.reasons,
-                    error=res.error,
-                    seconds=res.seconds,
-                )
-            )
+            sg.pending.append(Pending.computed(sg.t + 1, sg.t, results[g]))
